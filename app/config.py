@@ -1,0 +1,78 @@
+"""Service settings, read from the environment (``BILDWERK_*``) and ``.env``.
+
+Settings are built once in :func:`app.main.create_app` and injected everywhere else;
+no module imports a global settings object, so tests can build two apps side by side.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DeviceName = Literal["auto", "cuda", "cpu", "mps"]
+
+
+class Settings(BaseSettings):
+    """All runtime configuration. Every field is listed in ``.env.example``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BILDWERK_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- where things live -------------------------------------------------------------
+    data_dir: Path = Field(Path("./data"), description="Database, blobs and the embedded model.")
+    models_dir: Path = Field(Path("./models"), description="Checkpoints to discover.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL. Default: SQLite (WAL) at <data_dir>/bildwerk.db."
+    )
+
+    # --- execution ---------------------------------------------------------------------
+    device: DeviceName = Field("auto", description="auto picks CUDA (fp16) if present, else CPU.")
+    default_model: str | None = Field(
+        None, description="Model id used when a request names none. Default: first discovered "
+        "model, else the embedded one."
+    )
+    queue_max: int = Field(16, ge=1, description="Jobs waiting per device before 429.")
+    retry_after_s: int = Field(5, ge=1, description="Retry-After sent with a 429.")
+    sync_timeout_s: float = Field(
+        600.0, gt=0, description="How long a synchronous request waits for its job."
+    )
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads on CPU.")
+
+    # --- limits --------------------------------------------------------------------------
+    max_width: int = Field(2048, ge=64, description="Largest width (and height) accepted.")
+    max_pixels: int = Field(2048 * 2048, ge=64 * 64, description="Largest input image area.")
+    max_steps: int = Field(150, ge=1)
+    max_images: int = Field(8, ge=1, description="Largest num_images per request.")
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+
+    # --- embedded default model ---------------------------------------------------------
+    embedded_model_id: str = "bildwerk-tiny"
+
+    @field_validator("data_dir", "models_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> Settings:
+        if self.max_pixels < 64 * 64:
+            raise ValueError("BILDWERK_MAX_PIXELS must allow at least 64x64")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'bildwerk.db').resolve()}"
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def embedded_dir(self) -> Path:
+        return self.data_dir / "embedded"

@@ -1,0 +1,63 @@
+"""FastAPI dependencies: the heavy objects built in the lifespan, reached through
+``Annotated`` aliases so handlers just declare what they need."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.config import Settings
+from app.jobs.queue import JobQueue
+from app.persistence.blobs import BlobStore
+from app.persistence.records import RecordRepository
+from app.pipelines.registry import ModelRegistry
+from app.services.generation import GenerationService
+from app.services.jobs import JobService
+
+
+def _state(request: Request):
+    return request.app.state
+
+
+def get_settings(request: Request) -> Settings:
+    return _state(request).settings
+
+
+def get_registry(request: Request) -> ModelRegistry:
+    return _state(request).registry
+
+
+def get_queue(request: Request) -> JobQueue:
+    return _state(request).queue
+
+
+def get_records(request: Request) -> RecordRepository:
+    return _state(request).records
+
+
+def get_blobs(request: Request) -> BlobStore:
+    return _state(request).blobs
+
+
+def get_generation(request: Request) -> GenerationService:
+    return _state(request).generation
+
+
+def get_jobs(request: Request) -> JobService:
+    return _state(request).jobs
+
+
+def client_info(request: Request) -> dict:
+    return {"host": request.client.host if request.client else None,
+            "user_agent": request.headers.get("user-agent")}
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+QueueDep = Annotated[JobQueue, Depends(get_queue)]
+RecordsDep = Annotated[RecordRepository, Depends(get_records)]
+BlobsDep = Annotated[BlobStore, Depends(get_blobs)]
+GenerationDep = Annotated[GenerationService, Depends(get_generation)]
+JobsDep = Annotated[JobService, Depends(get_jobs)]
+ClientDep = Annotated[dict, Depends(client_info)]

@@ -1,0 +1,1 @@
+"""Image helpers: decoding client input, mask conventions, crop geometry, PNG metadata."""

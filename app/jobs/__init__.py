@@ -1,0 +1,1 @@
+"""Jobs: every generation runs as a job in a bounded queue, one worker per device."""

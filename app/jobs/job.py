@@ -1,0 +1,122 @@
+"""A job's state, progress and events, shared between the worker thread and the
+asyncio side (HTTP handlers, SSE streams)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+TERMINAL = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
+
+
+@dataclass
+class JobError:
+    code: str
+    message: str
+    status_code: int
+    param: str | None = None
+
+
+@dataclass
+class Job:
+    id: str
+    record_id: str
+    endpoint: str
+    run: Callable[[Job], dict]
+    loop: asyncio.AbstractEventLoop
+    status: str = "queued"
+    stage: str = "queued"
+    step: int = 0
+    total: int = 0
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    result: dict | None = None
+    error: JobError | None = None
+    _cancel: threading.Event = field(default_factory=threading.Event)
+    _done: asyncio.Event = field(default_factory=asyncio.Event)
+    _subscribers: list[asyncio.Queue] = field(default_factory=list)
+    _last_progress_emit: float = 0.0
+
+    # -- cancel -------------------------------------------------------------------------
+    def request_cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel.is_set()
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
+
+    # -- events (callable from any thread) ----------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "job_id": self.id, "record_id": self.record_id, "endpoint": self.endpoint,
+            "status": self.status, "stage": self.stage,
+            "progress": {"step": self.step, "total": self.total},
+        }
+
+    def set_progress(self, stage: str, step: int, total: int) -> None:
+        self.stage, self.step, self.total = stage, step, total
+        self._emit("progress", self.snapshot())
+
+    def set_running(self) -> None:
+        self.status, self.stage, self.started_at = "running", "starting", datetime.now(UTC)
+        self._emit("status", self.snapshot())
+
+    def finish(self, status: str, *, result: dict | None = None,
+               error: JobError | None = None) -> None:
+        self.status, self.result, self.error = status, result, error
+        self.stage = status
+        self.finished_at = datetime.now(UTC)
+        payload = self.snapshot()
+        if result is not None:
+            payload["result"] = result
+        if error is not None:
+            payload["error"] = {"code": error.code, "message": error.message,
+                                "param": error.param}
+        self._emit(status, payload, final=True)
+
+    def _emit(self, event: str, data: dict, final: bool = False) -> None:
+        if event == "progress":
+            now = time.monotonic()
+            if now - self._last_progress_emit < 0.02 and self.step != self.total:
+                return  # throttle: at most ~50 progress events per second
+            self._last_progress_emit = now
+
+        def deliver() -> None:
+            for queue in list(self._subscribers):
+                queue.put_nowait((event, data))
+            if final:
+                self._done.set()
+
+        try:
+            if self.loop.is_closed():
+                return
+            self.loop.call_soon_threadsafe(deliver)
+        except RuntimeError:
+            pass  # the event loop is gone (shutdown); nobody is listening
+
+    # -- asyncio side -------------------------------------------------------------------
+    def subscribe(self) -> asyncio.Queue:
+        queue: asyncio.Queue = asyncio.Queue()
+        self._subscribers.append(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue) -> None:
+        if queue in self._subscribers:
+            self._subscribers.remove(queue)
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        try:
+            await asyncio.wait_for(self._done.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True

@@ -1,0 +1,101 @@
+"""Builds the FastAPI app. ``uvicorn app.main:app`` serves the module-level ``app``;
+tests call :func:`create_app` with their own :class:`Settings`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.config import Settings
+from app.errors import install_error_handlers
+from app.jobs.job import Job
+from app.jobs.queue import JobQueue
+from app.limits import BodySizeLimit
+from app.persistence.blobs import BlobStore
+from app.persistence.database import Database
+from app.persistence.records import RecordRepository
+from app.pipelines.device import resolve_runtime
+from app.pipelines.registry import ModelRegistry
+from app.routers import blobs, generation, health, jobs, kiosk, models, records
+from app.services.generation import GenerationService
+from app.services.jobs import JobService
+
+log = logging.getLogger("bildwerk")
+
+DESCRIPTION = """Self-hosted image generation: **txt2img** and **inpaint** on Stable Diffusion
+checkpoints, every request recorded. Requests wait for their result by default; send
+`Prefer: respond-async` to get `202` and follow `/jobs/{id}` or `/jobs/{id}/events`.
+`Accept: image/png` returns the first image's bytes. Errors always have the shape
+`{"error": {"code", "message", "param"}}`."""
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    dlog.set_verbosity_error()
+    tlog.set_verbosity_error()
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    _quiet_libraries()
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url)
+    await asyncio.to_thread(db.migrate)
+    record_repo = RecordRepository(db)
+    stale = await asyncio.to_thread(record_repo.mark_unfinished_interrupted)
+    if stale:
+        log.warning("marked %d unfinished job(s) from a previous run as interrupted", stale)
+    blob_store = BlobStore(settings.blobs_dir, db)
+    runtime = resolve_runtime(settings.device)
+    registry = ModelRegistry(settings.models_dir,
+                             settings.embedded_dir / settings.embedded_model_id,
+                             settings.embedded_model_id, runtime, settings.default_model)
+    await asyncio.to_thread(registry.refresh)
+
+    def record_cancelled(job: Job) -> None:
+        record_repo.finish(job.record_id, status="cancelled", error_code="cancelled",
+                           error_message="cancelled before it started")
+
+    queue = JobQueue(settings.queue_max, settings.retry_after_s, device=runtime.name,
+                     on_cancelled_before_start=record_cancelled)
+    queue.start()
+    state = app.state
+    state.db, state.records, state.blobs, state.registry, state.queue = (
+        db, record_repo, blob_store, registry, queue)
+    state.generation = GenerationService(settings, registry, queue, record_repo, blob_store)
+    state.jobs = JobService(queue, record_repo)
+    log.info("bildwerk ready on %s (%s); default model %s", runtime.name, runtime.dtype,
+             registry.default_id)
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(queue.stop)
+        db.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    app = FastAPI(title="Bildwerk", version="0.1.0", description=DESCRIPTION,
+                  lifespan=lifespan)
+    app.state.settings = settings
+    install_error_handlers(app)
+    for module in (generation, kiosk, jobs, records, blobs, models, health):
+        app.include_router(module.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,1 @@
+"""Persistence: records of every request, and content-addressed blobs."""

@@ -1,0 +1,69 @@
+"""Content-addressed file store: each file lives at ``<root>/<sha[:2]>/<sha>``.
+
+A file is written to a temporary path in the same directory, flushed and renamed into
+place, so a reader (or a record) never sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from app.errors import NotFound
+from app.persistence.database import Database
+from app.persistence.orm import BlobRow
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def is_sha256(value: str) -> bool:
+    return bool(_SHA256.fullmatch(value))
+
+
+class BlobStore:
+    def __init__(self, root: Path, db: Database) -> None:
+        self.root = root
+        self.db = db
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, sha256: str) -> Path:
+        if not is_sha256(sha256):
+            raise NotFound(f"blob {sha256!r} not found", param="sha256")
+        return self.root / sha256[:2] / sha256
+
+    def put(self, data: bytes, content_type: str) -> str:
+        """Store ``data`` (idempotent) and return its sha256."""
+        sha = hashlib.sha256(data).hexdigest()
+        path = self.path_for(sha)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        with self.db.session() as s:
+            if s.get(BlobRow, sha) is None:
+                s.add(BlobRow(sha256=sha, content_type=content_type, size=len(data),
+                              created_at=datetime.now(UTC)))
+        return sha
+
+    def get(self, sha256: str) -> tuple[BlobRow, Path]:
+        path = self.path_for(sha256)
+        with self.db.session() as s:
+            row = s.get(BlobRow, sha256)
+        if row is None or not path.exists():
+            raise NotFound(f"blob {sha256} not found", param="sha256")
+        return row, path
+
+    def read(self, sha256: str) -> bytes:
+        return self.get(sha256)[1].read_bytes()

@@ -1,0 +1,75 @@
+"""SQLAlchemy 2 ORM tables. Schema changes go through Alembic (``migrations/``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class BlobRow(Base):
+    __tablename__ = "blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    content_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RecordRow(Base):
+    """One request: written when accepted, updated when it ends (failures included)."""
+
+    __tablename__ = "records"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(36), unique=True, index=True)
+    endpoint: Mapped[str] = mapped_column(String(32), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    loras: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    vae: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    scheduler: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    prompt: Mapped[str] = mapped_column(Text)
+    prompt_translated: Mapped[str | None] = mapped_column(Text, nullable=True)
+    prompt_expanded: Mapped[str | None] = mapped_column(Text, nullable=True)
+    prompt_used: Mapped[str | None] = mapped_column(Text, nullable=True)
+    negative_prompt: Mapped[str | None] = mapped_column(Text, nullable=True)
+    params: Mapped[dict] = mapped_column(JSON)
+    seeds: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    timings: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    client: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    input_image_sha256: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("blobs.sha256"), nullable=True)
+    mask_sha256: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("blobs.sha256"), nullable=True)
+    mask_applied_sha256: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("blobs.sha256"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    outputs: Mapped[list[OutputRow]] = relationship(
+        back_populates="record", order_by="OutputRow.index", cascade="all, delete-orphan",
+        lazy="selectin")
+
+
+class OutputRow(Base):
+    __tablename__ = "record_outputs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    record_id: Mapped[str] = mapped_column(String(36), ForeignKey("records.id"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64), ForeignKey("blobs.sha256"))
+    seed: Mapped[int] = mapped_column(BigInteger)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+
+    record: Mapped[RecordRow] = relationship(back_populates="outputs")

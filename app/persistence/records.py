@@ -1,0 +1,151 @@
+"""Record repository: the only place that queries the ``records`` tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+
+from app.errors import NotFound
+from app.persistence.database import Database
+from app.persistence.orm import OutputRow, RecordRow
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class NewRecord:
+    """What is known when a request is accepted."""
+
+    id: str
+    job_id: str
+    endpoint: str
+    provider: str
+    model: str | None
+    prompt: str
+    negative_prompt: str | None
+    params: dict
+    scheduler: str | None = None
+    loras: list | None = None
+    vae: str | None = None
+    client: dict | None = None
+    input_image_sha256: str | None = None
+    mask_sha256: str | None = None
+
+
+@dataclass
+class OutputImage:
+    sha256: str
+    seed: int
+    width: int
+    height: int
+
+
+@dataclass
+class RecordFilter:
+    endpoint: str | None = None
+    status: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 50
+    offset: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class RecordRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create(self, new: NewRecord) -> None:
+        with self.db.session() as s:
+            s.add(RecordRow(
+                id=new.id, job_id=new.job_id, endpoint=new.endpoint, status="queued",
+                provider=new.provider, model=new.model, loras=new.loras, vae=new.vae,
+                scheduler=new.scheduler, prompt=new.prompt, negative_prompt=new.negative_prompt,
+                params=new.params, client=new.client, input_image_sha256=new.input_image_sha256,
+                mask_sha256=new.mask_sha256, created_at=_now()))
+
+    def mark_running(self, record_id: str) -> None:
+        with self.db.session() as s:
+            row = s.get(RecordRow, record_id)
+            if row is not None:
+                row.status = "running"
+                row.started_at = _now()
+
+    def finish(
+        self,
+        record_id: str,
+        *,
+        status: str,
+        outputs: list[OutputImage] = (),  # type: ignore[assignment]
+        seeds: list[int] | None = None,
+        timings: dict | None = None,
+        prompt_used: str | None = None,
+        model: str | None = None,
+        mask_applied_sha256: str | None = None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> None:
+        with self.db.session() as s:
+            row = s.get(RecordRow, record_id)
+            if row is None:
+                return
+            row.status = status
+            row.finished_at = _now()
+            if seeds is not None:
+                row.seeds = seeds
+            if timings is not None:
+                row.timings = timings
+            if prompt_used is not None:
+                row.prompt_used = prompt_used
+            if model is not None:
+                row.model = model
+            if mask_applied_sha256 is not None:
+                row.mask_applied_sha256 = mask_applied_sha256
+            row.error_code = error_code
+            row.error_message = error_message
+            for i, out in enumerate(outputs):
+                row.outputs.append(OutputRow(index=i, sha256=out.sha256, seed=out.seed,
+                                             width=out.width, height=out.height))
+
+    def get(self, record_id: str) -> RecordRow:
+        with self.db.session() as s:
+            row = s.get(RecordRow, record_id)
+            if row is None:
+                raise NotFound(f"record {record_id} not found", param="record_id")
+            return row
+
+    def get_by_job(self, job_id: str) -> RecordRow | None:
+        with self.db.session() as s:
+            return s.scalars(select(RecordRow).where(RecordRow.job_id == job_id)).first()
+
+    def list(self, flt: RecordFilter) -> tuple[list[RecordRow], int]:
+        query = select(RecordRow)
+        if flt.endpoint:
+            query = query.where(RecordRow.endpoint == flt.endpoint)
+        if flt.status:
+            query = query.where(RecordRow.status == flt.status)
+        if flt.since:
+            query = query.where(RecordRow.created_at >= flt.since)
+        if flt.until:
+            query = query.where(RecordRow.created_at < flt.until)
+        with self.db.session() as s:
+            total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
+            rows = s.scalars(query.order_by(RecordRow.created_at.desc(), RecordRow.id)
+                             .limit(flt.limit).offset(flt.offset)).all()
+            return list(rows), total
+
+    def mark_unfinished_interrupted(self) -> int:
+        """At startup: jobs left queued/running by a previous process can never finish."""
+        with self.db.session() as s:
+            rows = s.scalars(select(RecordRow).where(
+                RecordRow.status.in_(("queued", "running")))).all()
+            for row in rows:
+                row.status = "interrupted"
+                row.finished_at = _now()
+                row.error_code = "interrupted"
+                row.error_message = "the server stopped before this job finished"
+            return len(rows)

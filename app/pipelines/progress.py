@@ -1,0 +1,44 @@
+"""Per-request progress and cancellation, wired into diffusers' ``callback_on_step_end``.
+
+Each request owns one :class:`StepReporter`; nothing here is global.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from app.errors import JobCancelled
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass
+class StepReporter:
+    """Reports ``(stage, step, total)`` and stops the pipeline when cancelled.
+
+    ``cancelled`` is polled after every denoising step. A cancelled run sets the
+    pipeline's own interrupt flag and raises :class:`JobCancelled`, which leaves the
+    denoising loop at once and skips the VAE decode.
+    """
+
+    report: ProgressFn
+    cancelled: Callable[[], bool]
+    stage: str = "denoising"
+    step_offset: int = 0
+    total: int = 0
+
+    def stage_changed(self, stage: str, step: int = 0) -> None:
+        self.stage = stage
+        self.report(stage, step, self.total)
+
+    def check_cancelled(self) -> None:
+        if self.cancelled():
+            raise JobCancelled("job was cancelled")
+
+    def on_step_end(self, pipe, step: int, _timestep, callback_kwargs: dict) -> dict:
+        if self.cancelled():
+            pipe._interrupt = True
+            raise JobCancelled("job was cancelled")
+        self.report(self.stage, self.step_offset + step + 1, self.total)
+        return callback_kwargs

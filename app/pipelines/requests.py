@@ -1,0 +1,39 @@
+"""Typed inputs to the local pipelines, independent of HTTP schemas."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from PIL import Image
+
+
+@dataclass
+class Txt2ImgInput:
+    prompt: str
+    negative_prompt: str
+    width: int
+    height: int
+    steps: int
+    guidance_scale: float
+    seeds: list[int]
+    scheduler: str
+
+
+@dataclass
+class InpaintInput(Txt2ImgInput):
+    image: Image.Image = field(default=None)  # type: ignore[assignment]
+    mask: Image.Image = field(default=None)  # type: ignore[assignment]  # binary L mask
+    strength: float = 1.0
+    mask_blur: int = 4
+    padding: int = 32
+    inpaint_area: Literal["masked", "full"] = "masked"
+
+
+@dataclass
+class GenerationOutput:
+    images: list[Image.Image]
+    seeds: list[int]
+    width: int
+    height: int
+    mask_applied: Image.Image | None = None

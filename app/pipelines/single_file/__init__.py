@@ -1,0 +1,1 @@
+"""Offline loading of single-file (original LDM layout) Stable Diffusion checkpoints."""

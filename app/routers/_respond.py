@@ -1,0 +1,51 @@
+"""Shared response shaping for generation routes: sync or async, JSON or PNG."""
+
+from __future__ import annotations
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+
+from app.persistence.blobs import BlobStore
+from app.services.generation import Accepted
+from app.services.jobs import JobService
+
+RESPOND_ASYNC = "respond-async"
+
+GENERATION_RESPONSES: dict = {
+    200: {"description": "The finished generation (JSON), or the first image when the "
+          "request has `Accept: image/png`.",
+          "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
+    202: {"description": "Accepted (`Prefer: respond-async`): follow `Location`.",
+          "model": None},
+    413: {"description": "Body or image beyond the limits."},
+    422: {"description": "Invalid input (error envelope)."},
+    429: {"description": "Queue full; see `Retry-After`."},
+}
+
+
+def wants_async(request: Request) -> bool:
+    prefer = request.headers.get("prefer", "")
+    return any(p.strip().lower() == RESPOND_ASYNC for p in prefer.split(","))
+
+
+def wants_png(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return "image/png" in accept and "application/json" not in accept
+
+
+async def job_response(request: Request, accepted: Accepted, jobs: JobService,
+                       blobs: BlobStore, timeout: float) -> Response:
+    job = accepted.job
+    if wants_async(request):
+        return JSONResponse(
+            JobService.job_status(job) | {"created_at": job.created_at.isoformat(),
+                                          "started_at": None, "finished_at": None},
+            status_code=202,
+            headers={"Location": f"/jobs/{job.id}", "Preference-Applied": RESPOND_ASYNC})
+    result = await jobs.wait_result(job, timeout)
+    if wants_png(request):
+        first = result["images"][0]
+        return Response(blobs.read(first["sha256"]), media_type="image/png", headers={
+            "X-Bildwerk-Job-Id": job.id, "X-Bildwerk-Record-Id": accepted.record_id,
+            "X-Bildwerk-Seed": str(first["seed"])})
+    return JSONResponse(result)

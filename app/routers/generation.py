@@ -1,0 +1,89 @@
+"""POST /txt2img and POST /inpaint."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from app.deps import BlobsDep, ClientDep, GenerationDep, JobsDep, SettingsDep
+from app.errors import InvalidInput, UnsupportedMediaType
+from app.routers._respond import GENERATION_RESPONSES, job_response
+from app.schemas.generation import GenerationResult, InpaintRequest, Txt2ImgRequest
+
+router = APIRouter(tags=["generation"])
+
+
+@router.post("/txt2img", response_model=GenerationResult, responses=GENERATION_RESPONSES,
+             summary="Text to image")
+async def txt2img(body: Txt2ImgRequest, request: Request, generation: GenerationDep,
+                  jobs: JobsDep, blobs: BlobsDep, settings: SettingsDep,
+                  client: ClientDep) -> Response:
+    """Generate `num_images` images from a prompt. Waits for the result unless the request
+    sends `Prefer: respond-async`."""
+    loop = asyncio.get_running_loop()
+    accepted = await run_in_threadpool(generation.accept_txt2img, body, loop, client)
+    return await job_response(request, accepted, jobs, blobs, settings.sync_timeout_s)
+
+
+_INPAINT_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/InpaintRequest"}},
+        "multipart/form-data": {"schema": {
+            "type": "object", "required": ["prompt", "image", "mask"],
+            "properties": {
+                "prompt": {"type": "string"}, "negative_prompt": {"type": "string"},
+                "image": {"type": "string", "format": "binary"},
+                "mask": {"type": "string", "format": "binary"},
+                "steps": {"type": "integer"}, "seed": {"type": "integer"},
+                "guidance_scale": {"type": "number"}, "strength": {"type": "number"},
+                "mask_blur": {"type": "integer"}, "padding": {"type": "integer"},
+                "inpaint_area": {"type": "string", "enum": ["masked", "full"]},
+                "invert_mask": {"type": "boolean"}, "scheduler": {"type": "string"},
+                "model": {"type": "string"}, "num_images": {"type": "integer"},
+                "width": {"type": "integer"}, "height": {"type": "integer"},
+            }}},
+    },
+}
+
+
+async def parse_inpaint(request: Request) -> InpaintRequest:
+    """The inpaint body as JSON or multipart/form-data (files for image and mask)."""
+    content_type = request.headers.get("content-type", "")
+    try:
+        if content_type.startswith("multipart/form-data"):
+            form = await request.form()
+            data: dict = {}
+            for key, value in form.multi_items():
+                if hasattr(value, "read"):
+                    data[key] = base64.b64encode(await value.read()).decode()
+                elif value != "":
+                    data[key] = value
+            return InpaintRequest.model_validate(data)
+        if content_type.startswith("application/json") or not content_type:
+            return InpaintRequest.model_validate_json(await request.body())
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first.get("loc", ())) or None
+        raise InvalidInput(f"{param}: {first.get('msg')}" if param else first.get("msg", ""),
+                           param=param) from None
+    raise UnsupportedMediaType(f"unsupported content type {content_type!r}; send "
+                               "application/json or multipart/form-data", param=None)
+
+
+@router.post("/inpaint", response_model=GenerationResult, responses=GENERATION_RESPONSES,
+             summary="Inpaint the masked area", openapi_extra={"requestBody": _INPAINT_BODY})
+async def inpaint(request: Request, generation: GenerationDep, jobs: JobsDep,
+                  blobs: BlobsDep, settings: SettingsDep, client: ClientDep) -> Response:
+    """Repaint the masked area of `image`. Every pixel outside the (blurred) mask is
+    returned unchanged and the output has the input's size. Accepts JSON (data-URL, base64
+    or blob sha256 for `image`/`mask`) or multipart/form-data with files."""
+    body = await parse_inpaint(request)
+    loop = asyncio.get_running_loop()
+    accepted = await run_in_threadpool(generation.accept_inpaint, body, loop, client)
+    return await job_response(request, accepted, jobs, blobs, settings.sync_timeout_s)

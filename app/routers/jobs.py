@@ -1,0 +1,62 @@
+"""GET /jobs/{id}, GET /jobs/{id}/events (SSE), DELETE /jobs/{id}."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Request
+from sse_starlette import EventSourceResponse
+
+from app.deps import JobsDep
+from app.schemas.generation import JobStatus
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+_NOT_FOUND = {404: {"description": "Unknown job (error envelope)."}}
+
+
+@router.get("/{job_id}", response_model=JobStatus, responses=_NOT_FOUND,
+            summary="A job's status, progress and result")
+def get_job(job_id: str, jobs: JobsDep) -> dict:
+    return jobs.status(job_id)
+
+
+@router.get("/{job_id}/events", responses={
+    200: {"description": "Server-Sent Events: `status`, `progress` (stage, step/total), then "
+          "one final `succeeded`, `failed` or `cancelled` event carrying the result or error.",
+          "content": {"text/event-stream": {}}}, **_NOT_FOUND},
+    summary="Follow a job as Server-Sent Events")
+async def job_events(job_id: str, request: Request, jobs: JobsDep) -> EventSourceResponse:
+    status = jobs.status(job_id)  # 404 before the stream starts
+    job = jobs.queue.get(job_id)
+
+    async def stream():
+        if job is None or job.finished:
+            yield {"event": status["status"], "data": json.dumps(status, default=str)}
+            return
+        queue = job.subscribe()
+        try:
+            yield {"event": "status", "data": json.dumps(job.snapshot())}
+            if job.finished:  # finished between the check and the subscription
+                yield {"event": job.status,
+                       "data": json.dumps(jobs.job_status(job), default=str)}
+                return
+            while True:
+                event, data = await queue.get()
+                yield {"event": event, "data": json.dumps(data, default=str)}
+                if event in ("succeeded", "failed", "cancelled", "interrupted"):
+                    return
+                if await request.is_disconnected():
+                    return
+        finally:
+            job.unsubscribe(queue)
+
+    return EventSourceResponse(stream(), ping=15)
+
+
+@router.delete("/{job_id}", response_model=JobStatus, responses={
+    **_NOT_FOUND, 409: {"description": "The job already finished."}},
+    summary="Cancel a job")
+def cancel_job(job_id: str, jobs: JobsDep) -> dict:
+    """Cancel a queued or running job. A running job stops after its current step; its
+    record ends `cancelled`."""
+    return jobs.cancel(job_id)

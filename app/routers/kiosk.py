@@ -1,0 +1,44 @@
+"""POST /inpainting/: the museum kiosk's existing route, kept exactly as it is today.
+
+Body: ``{"prompt", "image": data-URL, "mask": RGBA data-URL, "model": 0|1,
+"guidance_scale"}``; answer: raw ``image/png`` bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+
+from app.deps import BlobsDep, ClientDep, GenerationDep, JobsDep, SettingsDep
+from app.errors import ProviderUnavailable
+from app.schemas.generation import InpaintRequest, KioskInpaintRequest
+
+router = APIRouter(tags=["compatibility"])
+
+
+@router.post("/inpainting/", response_class=Response, summary="Kiosk inpainting (legacy)",
+             responses={200: {"content": {"image/png": {}},
+                              "description": "The inpainted image, same size as the input."},
+                        422: {"description": "Invalid input or provider unavailable."}})
+async def kiosk_inpainting(body: KioskInpaintRequest, generation: GenerationDep,
+                           jobs: JobsDep, blobs: BlobsDep, settings: SettingsDep,
+                           client: ClientDep) -> Response:
+    """Inpaint like the kiosk's original server: crop the painted region with padding,
+    generate at the model's resolution, paste back. `model: 1` asks for DALL·E."""
+    if body.model == 1:
+        raise ProviderUnavailable(
+            "model 1 (DALL·E) needs the OpenAI provider, which this server does not have "
+            "configured yet; send model 0 for the local model", param="model")
+    request = InpaintRequest(prompt=body.prompt, image=body.image, mask=body.mask,
+                             guidance_scale=body.guidance_scale or 7.0,
+                             inpaint_area="masked")
+    loop = asyncio.get_running_loop()
+    accepted = await run_in_threadpool(generation.accept_inpaint, request, loop, client,
+                                       "inpainting")
+    result = await jobs.wait_result(accepted.job, settings.sync_timeout_s)
+    first = result["images"][0]
+    return Response(blobs.read(first["sha256"]), media_type="image/png",
+                    headers={"X-Bildwerk-Record-Id": accepted.record_id})

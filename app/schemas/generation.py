@@ -1,0 +1,156 @@
+"""Request and response models for the generation routes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.pipelines.schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
+
+SchedulerName = Literal[SCHEDULER_NAMES]  # type: ignore[valid-type]
+MAX_SEED = 2**32 - 1
+
+# A 64x64 grey PNG and a mask marking its centre, so Swagger examples run as they are.
+EXAMPLE_IMAGE = (
+    "data:image/png;base64,"
+    "iVBORw0KGgoAAAANSUhEUgAAAEAAAABACAIAAAAlC+aJAAAAW0lEQVR42u3RQQkAIBAAwVOMZQjfJjGqb5PYQjic"
+    "bTBsmWtE5mokDwAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAOBt7ezuAAAAAAAAAAAAAAAAAAAAAMB/gAuIegOa"
+    "kdV05wAAAABJRU5ErkJggg=="
+)
+EXAMPLE_MASK = (
+    "data:image/png;base64,"
+    "iVBORw0KGgoAAAANSUhEUgAAAEAAAABACAAAAACPAi4CAAAAbUlEQVR42u2VQQ7AIAgEXf7/Z3rqqSmMsVyanZsI"
+    "G1ijrmWMMeZG5W72SerL6zSR8ioxYP1j3QkkiFQCCWPFCJTADbxEZzrIxZ0Z8sAC5wLauLpDI4hHp0wUbiuwX9o8"
+    "Rh2czEevMvwXjDHmR1wyTQ8u390zlQAAAABJRU5ErkJggg=="
+)
+
+
+class GenerationParams(BaseModel):
+    """Parameters shared by txt2img and inpaint."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    prompt: str = Field(..., min_length=1, max_length=4000,
+                        description="What to draw.", examples=["a lighthouse at dusk"])
+    negative_prompt: str = Field("", max_length=4000, description="What to avoid.")
+    width: int | None = Field(
+        None, ge=64, le=4096,
+        description="Output width in pixels, a multiple of 8. Default: the model's native "
+        "resolution (txt2img) or the processing size for inpaint.")
+    height: int | None = Field(None, ge=64, le=4096,
+                               description="Output height in pixels, a multiple of 8.")
+    steps: int = Field(25, ge=1, le=1000, description="Denoising steps (num_inference_steps).")
+    guidance_scale: float = Field(7.0, ge=0.0, le=50.0, description="Classifier-free guidance.")
+    seed: int | None = Field(
+        None, ge=-1, le=MAX_SEED,
+        description="Seed of the first image; image i uses seed+i. None or -1 draws one.")
+    num_images: int = Field(1, ge=1, le=64, description="Images in the batch.")
+    scheduler: SchedulerName = Field(DEFAULT_SCHEDULER, description="Sampler; see GET /schedulers.")
+    model: str | None = Field(None, max_length=255,
+                              description="Model id from GET /models. Default: the server's.")
+
+    @field_validator("width", "height")
+    @classmethod
+    def _multiple_of_8(cls, value: int | None) -> int | None:
+        if value is not None and value % 8:
+            raise ValueError("must be a multiple of 8")
+        return value
+
+
+class Txt2ImgRequest(GenerationParams):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"prompt": "a lighthouse at dusk", "steps": 20, "seed": 42, "width": 256, "height": 256},
+    ]})
+
+
+class InpaintRequest(GenerationParams):
+    image: str = Field(..., description="Image to edit: a data-URL, raw base64, or the sha256 "
+                       "of a stored blob.")
+    mask: str = Field(..., description="Mask of the same size. With transparency: change where "
+                      "alpha > 0. Otherwise: change where luminance > 127 (white).")
+    invert_mask: bool = Field(False, description="Flip the mask.")
+    strength: float = Field(1.0, gt=0.0, le=1.0, description="How far to move from the input.")
+    mask_blur: int = Field(4, ge=0, le=64, description="Blur radius of the mask edge, pixels.")
+    padding: int = Field(32, ge=0, le=1024,
+                         description="Context around the mask for inpaint_area=masked, pixels.")
+    inpaint_area: Literal["masked", "full"] = Field(
+        "masked", description="masked: crop the masked region, generate at the processing size, "
+        "paste back. full: process the whole image.")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"prompt": "a red roof", "image": EXAMPLE_IMAGE, "mask": EXAMPLE_MASK, "steps": 20,
+         "seed": 7, "width": 256, "height": 256},
+    ]})
+
+
+class KioskInpaintRequest(BaseModel):
+    """The museum kiosk's existing body, unchanged (POST /inpainting/)."""
+
+    prompt: str = Field(..., min_length=1, max_length=4000)
+    image: str = Field(..., description="data:image/png;base64,…")
+    mask: str = Field(..., description="RGBA data-URL; painted (non-transparent) pixels change.")
+    model: int = Field(0, ge=0, le=1, description="0: local model, 1: DALL·E.")
+    guidance_scale: float | None = Field(None, ge=0.0, le=50.0)
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"prompt": "ein roter See", "image": EXAMPLE_IMAGE, "mask": EXAMPLE_MASK, "model": 0},
+    ]})
+
+
+class ImageOut(BaseModel):
+    sha256: str
+    url: str
+    width: int
+    height: int
+    seed: int
+    content_type: str = "image/png"
+
+
+class BlobRef(BaseModel):
+    sha256: str
+    url: str
+
+
+class GenerationResult(BaseModel):
+    """A finished generation."""
+
+    job_id: str
+    record_id: str
+    status: str
+    endpoint: str
+    provider: str
+    model: str
+    images: list[ImageOut]
+    prompt: str
+    negative_prompt: str
+    parameters: dict
+    timings: dict
+    mask_applied: BlobRef | None = None
+
+
+class JobProgress(BaseModel):
+    step: int
+    total: int
+
+
+class JobErrorOut(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+
+
+class JobStatus(BaseModel):
+    job_id: str
+    record_id: str
+    endpoint: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted",
+                    "rejected"]
+    stage: str
+    progress: JobProgress
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    result: GenerationResult | None = None
+    error: JobErrorOut | None = None

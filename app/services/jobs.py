@@ -1,0 +1,103 @@
+"""Job lookups, waiting and cancel, with the database as the fallback memory: a job
+that is no longer held in memory (or ran before a restart) is answered from its record."""
+
+from __future__ import annotations
+
+from app.errors import BildwerkError, Conflict, JobTimeout, NotFound
+from app.jobs.job import Job
+from app.jobs.queue import JobQueue
+from app.persistence.orm import RecordRow
+from app.persistence.records import RecordRepository
+
+
+class JobError(BildwerkError):
+    """A job's own failure, re-raised to a waiting synchronous caller."""
+
+    def __init__(self, code: str, message: str, status_code: int, param: str | None) -> None:
+        super().__init__(message, param=param)
+        self.code = code
+        self.status_code = status_code
+
+
+def result_from_record(row: RecordRow) -> dict:
+    params = row.params or {}
+    return {
+        "job_id": row.job_id, "record_id": row.id, "status": row.status,
+        "endpoint": row.endpoint, "provider": row.provider, "model": row.model or "",
+        "images": [{"sha256": o.sha256, "url": f"/blobs/{o.sha256}", "width": o.width,
+                    "height": o.height, "seed": o.seed, "content_type": "image/png"}
+                   for o in row.outputs],
+        "prompt": row.prompt_used or row.prompt, "negative_prompt": row.negative_prompt or "",
+        "parameters": params, "timings": row.timings or {},
+        "mask_applied": ({"sha256": row.mask_applied_sha256,
+                          "url": f"/blobs/{row.mask_applied_sha256}"}
+                         if row.mask_applied_sha256 else None),
+    }
+
+
+def status_from_record(row: RecordRow) -> dict:
+    data = {
+        "job_id": row.job_id, "record_id": row.id, "endpoint": row.endpoint,
+        "status": row.status, "stage": row.status, "progress": {"step": 0, "total": 0},
+        "created_at": row.created_at, "started_at": row.started_at,
+        "finished_at": row.finished_at, "result": None, "error": None,
+    }
+    if row.status == "succeeded":
+        data["result"] = result_from_record(row)
+    if row.error_code:
+        data["error"] = {"code": row.error_code, "message": row.error_message or "",
+                         "param": None}
+    return data
+
+
+class JobService:
+    def __init__(self, queue: JobQueue, records: RecordRepository) -> None:
+        self.queue = queue
+        self.records = records
+
+    def status(self, job_id: str) -> dict:
+        job = self.queue.get(job_id)
+        if job is None:
+            row = self.records.get_by_job(job_id)
+            if row is None:
+                raise NotFound(f"job {job_id} not found", param="job_id")
+            return status_from_record(row)
+        return self.job_status(job)
+
+    @staticmethod
+    def job_status(job: Job) -> dict:
+        data = job.snapshot()
+        data.update(created_at=job.created_at, started_at=job.started_at,
+                    finished_at=job.finished_at, result=job.result, error=None)
+        if job.error is not None:
+            data["error"] = {"code": job.error.code, "message": job.error.message,
+                             "param": job.error.param}
+        return data
+
+    def get(self, job_id: str) -> Job:
+        job = self.queue.get(job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} not found or no longer live", param="job_id")
+        return job
+
+    def cancel(self, job_id: str) -> dict:
+        if self.queue.get(job_id) is None:
+            row = self.records.get_by_job(job_id)
+            if row is None:
+                raise NotFound(f"job {job_id} not found", param="job_id")
+            raise Conflict(f"job {job_id} already {row.status}", param="job_id")
+        return self.job_status(self.queue.cancel(job_id))
+
+    @staticmethod
+    async def wait_result(job: Job, timeout: float) -> dict:
+        """Wait for ``job`` and return its result, or raise its error."""
+        if not await job.wait(timeout):
+            raise JobTimeout(
+                f"job {job.id} is still {job.status} after {timeout:.0f}s; "
+                f"follow it at /jobs/{job.id}", param=None)
+        if job.status == "succeeded" and job.result is not None:
+            return job.result
+        err = job.error
+        if err is None:
+            raise JobError("internal_error", f"job ended {job.status}", 500, None)
+        raise JobError(err.code, err.message, err.status_code, err.param)
