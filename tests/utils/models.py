@@ -1,0 +1,47 @@
+"""Tiny Stable Diffusion checkpoints for tests, built in-process from configs with
+seeded random weights and saved to disk in the formats users bring."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from diffusers import StableDiffusionPipeline
+
+from app.pipelines.embedded import build_tiny_sd15
+from app.pipelines.single_file.ldm_format import save_as_ldm_checkpoint
+
+
+def build_models_dir(root: Path) -> Path:
+    """A models dir holding every flavour the registry must handle.
+
+    - ``tiny-sd15``: a diffusers folder (SD1.5-shaped, 4-channel UNet)
+    - ``tiny-sd15-inpaint``: the 9-channel inpaint variant
+    - ``tiny-single.safetensors``: ``tiny-sd15``'s weights as one LDM-layout file, with a
+      ``tiny-single.config/`` sidecar (configs only) because tiny shapes are no real family
+    - ``broken``: configs that probe fine but weights that cannot load
+    """
+    models = root / "models"
+    models.mkdir(parents=True)
+    base = build_tiny_sd15(models / "tiny-sd15", seed=101)
+    build_tiny_sd15(models / "tiny-sd15-inpaint", seed=202, inpaint=True)
+    _remove_marker(base)
+    _remove_marker(models / "tiny-sd15-inpaint")
+
+    pipe = StableDiffusionPipeline.from_pretrained(base, local_files_only=True,
+                                                   safety_checker=None,
+                                                   requires_safety_checker=False)
+    save_as_ldm_checkpoint(pipe, models / "tiny-single.safetensors")
+    sidecar = models / "tiny-single.config"
+    shutil.copytree(base, sidecar, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+
+    broken = models / "broken"
+    shutil.copytree(base, broken)
+    for weights in broken.rglob("*.safetensors"):
+        weights.write_bytes(b"this is not a safetensors file")
+    return models
+
+
+def _remove_marker(folder: Path) -> None:
+    # build_tiny_sd15 marks its output as the embedded model; these are ordinary models.
+    (folder / "bildwerk_embedded.json").unlink(missing_ok=True)
