@@ -20,7 +20,6 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.main import create_app
 from app.pipelines.embedded import build_tiny_sd15
-
 from tests.utils.models import build_models_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

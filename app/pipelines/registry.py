@@ -27,6 +27,7 @@ from app.pipelines.device import Runtime, free_memory
 from app.pipelines.embedded import EMBEDDED_DESCRIPTION, ensure_embedded_model, is_embedded
 from app.pipelines.families import (
     FAMILIES,
+    SIDECAR_SUFFIX,
     Family,
     probe_diffusers_folder,
     probe_single_file,
@@ -77,6 +78,12 @@ class LoadedModel:
         return pipe
 
 
+def _is_sidecar(path: Path) -> bool:
+    """``<name>.config/`` next to ``<name>.safetensors`` holds that file's configs."""
+    return path.is_dir() and path.name.endswith(SIDECAR_SUFFIX) and \
+        path.with_name(path.name.removesuffix(SIDECAR_SUFFIX) + ".safetensors").exists()
+
+
 def _folder_size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
@@ -104,7 +111,7 @@ class ModelRegistry:
         if self.models_dir.is_dir():
             for path in sorted(self.models_dir.iterdir()):
                 model_id = path.stem if path.is_file() else path.name
-                if model_id.startswith(".") or model_id in entries:
+                if model_id.startswith(".") or model_id in entries or _is_sidecar(path):
                     continue
                 try:
                     entry = self._probe(model_id, path)
@@ -182,7 +189,7 @@ class ModelRegistry:
         family = entry.family_spec
         main_task: Task = "inpaint" if entry.variant == "inpaint" else "txt2img"
         main_cls = family.pipeline_classes[main_task]
-        kwargs = dict(torch_dtype=self.runtime.dtype, **family.load_kwargs)
+        kwargs = dict(dtype=self.runtime.dtype, **family.load_kwargs)
         if entry.format == "diffusers":
             pipe = main_cls.from_pretrained(entry.path, local_files_only=True, **kwargs)
         else:

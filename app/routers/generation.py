@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Body, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import ValidationError
@@ -13,14 +14,21 @@ from pydantic import ValidationError
 from app.deps import BlobsDep, ClientDep, GenerationDep, JobsDep, SettingsDep
 from app.errors import InvalidInput, UnsupportedMediaType
 from app.routers._respond import GENERATION_RESPONSES, job_response
-from app.schemas.generation import GenerationResult, InpaintRequest, Txt2ImgRequest
+from app.schemas.generation import (
+    INPAINT_EXAMPLES,
+    TXT2IMG_EXAMPLES,
+    GenerationResult,
+    InpaintRequest,
+    Txt2ImgRequest,
+)
 
 router = APIRouter(tags=["generation"])
 
 
 @router.post("/txt2img", response_model=GenerationResult, responses=GENERATION_RESPONSES,
              summary="Text to image")
-async def txt2img(body: Txt2ImgRequest, request: Request, generation: GenerationDep,
+async def txt2img(body: Annotated[Txt2ImgRequest, Body(openapi_examples=TXT2IMG_EXAMPLES)],
+                  request: Request, generation: GenerationDep,
                   jobs: JobsDep, blobs: BlobsDep, settings: SettingsDep,
                   client: ClientDep) -> Response:
     """Generate `num_images` images from a prompt. Waits for the result unless the request
@@ -33,7 +41,9 @@ async def txt2img(body: Txt2ImgRequest, request: Request, generation: Generation
 _INPAINT_BODY = {
     "required": True,
     "content": {
-        "application/json": {"schema": {"$ref": "#/components/schemas/InpaintRequest"}},
+        "application/json": {
+            "schema": InpaintRequest.model_json_schema(ref_template="#/components/schemas/{model}"),
+            "examples": INPAINT_EXAMPLES},
         "multipart/form-data": {"schema": {
             "type": "object", "required": ["prompt", "image", "mask"],
             "properties": {

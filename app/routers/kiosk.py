@@ -7,14 +7,15 @@ Body: ``{"prompt", "image": data-URL, "mask": RGBA data-URL, "model": 0|1,
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Body
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from app.deps import BlobsDep, ClientDep, GenerationDep, JobsDep, SettingsDep
 from app.errors import ProviderUnavailable
-from app.schemas.generation import InpaintRequest, KioskInpaintRequest
+from app.schemas.generation import KIOSK_EXAMPLES, InpaintRequest, KioskInpaintRequest
 
 router = APIRouter(tags=["compatibility"])
 
@@ -23,7 +24,9 @@ router = APIRouter(tags=["compatibility"])
              responses={200: {"content": {"image/png": {}},
                               "description": "The inpainted image, same size as the input."},
                         422: {"description": "Invalid input or provider unavailable."}})
-async def kiosk_inpainting(body: KioskInpaintRequest, generation: GenerationDep,
+async def kiosk_inpainting(body: Annotated[KioskInpaintRequest,
+                                           Body(openapi_examples=KIOSK_EXAMPLES)],
+                           generation: GenerationDep,
                            jobs: JobsDep, blobs: BlobsDep, settings: SettingsDep,
                            client: ClientDep) -> Response:
     """Inpaint like the kiosk's original server: crop the painted region with padding,

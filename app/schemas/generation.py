@@ -60,9 +60,7 @@ class GenerationParams(BaseModel):
 
 
 class Txt2ImgRequest(GenerationParams):
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"prompt": "a lighthouse at dusk", "steps": 20, "seed": 42, "width": 256, "height": 256},
-    ]})
+    pass
 
 
 class InpaintRequest(GenerationParams):
@@ -79,11 +77,6 @@ class InpaintRequest(GenerationParams):
         "masked", description="masked: crop the masked region, generate at the processing size, "
         "paste back. full: process the whole image.")
 
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"prompt": "a red roof", "image": EXAMPLE_IMAGE, "mask": EXAMPLE_MASK, "steps": 20,
-         "seed": 7, "width": 256, "height": 256},
-    ]})
-
 
 class KioskInpaintRequest(BaseModel):
     """The museum kiosk's existing body, unchanged (POST /inpainting/)."""
@@ -94,9 +87,28 @@ class KioskInpaintRequest(BaseModel):
     model: int = Field(0, ge=0, le=1, description="0: local model, 1: DALL·E.")
     guidance_scale: float | None = Field(None, ge=0.0, le=50.0)
 
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"prompt": "ein roter See", "image": EXAMPLE_IMAGE, "mask": EXAMPLE_MASK, "model": 0},
-    ]})
+
+# Examples shown in Swagger UI's "Try it out"; tests run each one as it is.
+TXT2IMG_EXAMPLES = {
+    "quick": {"summary": "A quick picture", "value": {
+        "prompt": "a lighthouse at dusk", "steps": 20, "seed": 42, "width": 256, "height": 256}},
+    "batch": {"summary": "A batch of four with another sampler", "value": {
+        "prompt": "a lighthouse at dusk", "negative_prompt": "blurry", "num_images": 4,
+        "scheduler": "dpmpp_2m_karras", "steps": 15, "seed": 1, "width": 128, "height": 128}},
+}
+INPAINT_EXAMPLES = {
+    "masked": {"summary": "Repaint the masked centre", "value": {
+        "prompt": "a red roof", "image": EXAMPLE_IMAGE, "mask": EXAMPLE_MASK, "steps": 20,
+        "seed": 7, "mask_blur": 4, "padding": 16, "inpaint_area": "masked"}},
+    "full": {"summary": "Process the whole image", "value": {
+        "prompt": "a pond", "image": EXAMPLE_IMAGE, "mask": EXAMPLE_MASK, "steps": 20,
+        "seed": 7, "inpaint_area": "full", "strength": 0.8}},
+}
+KIOSK_EXAMPLES = {
+    "kiosk": {"summary": "What the kiosk sends", "value": {
+        "prompt": "ein roter See", "image": EXAMPLE_IMAGE, "mask": EXAMPLE_MASK, "model": 0,
+        "guidance_scale": 7}},
+}
 
 
 class ImageOut(BaseModel):

@@ -44,7 +44,7 @@ def load_single_file(
         str(path),
         config=str(config_dir),
         local_files_only=True,
-        torch_dtype=torch_dtype,
+        dtype=torch_dtype,
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,

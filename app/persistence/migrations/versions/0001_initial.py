@@ -25,7 +25,7 @@ def upgrade() -> None:
     op.create_table(
         "records",
         sa.Column("id", sa.String(36), primary_key=True),
-        sa.Column("job_id", sa.String(36), nullable=False, unique=True),
+        sa.Column("job_id", sa.String(36), nullable=False),
         sa.Column("endpoint", sa.String(32), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("provider", sa.String(32), nullable=False),
