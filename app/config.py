@@ -19,7 +19,8 @@ class Settings(BaseSettings):
     """All runtime configuration. Every field is listed in ``.env.example``."""
 
     model_config = SettingsConfigDict(
-        env_prefix="BILDWERK_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="BILDWERK_", env_file=".env", env_file_encoding="utf-8", extra="ignore",
+        env_ignore_empty=True,
     )
 
     # --- where things live -------------------------------------------------------------
