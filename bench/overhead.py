@@ -37,11 +37,43 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_server(models_dir: Path, data_dir: Path, model_id: str, threads: int):
+def _build_model(arch: str, dest: Path) -> Path:
+    """``tiny``: the embedded model's architecture. ``sd15``: the full SD1.5 architecture
+    (860M-parameter UNet) from the shipped configs, with seeded random weights."""
+    from app.pipelines.embedded import build_tiny_sd15
+
+    if arch == "tiny":
+        return build_tiny_sd15(dest)
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        PNDMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from app.pipelines.families import FAMILIES
+
+    cfg = FAMILIES["sd15"].config_dir()
+    torch.manual_seed(0)
+    pipe = StableDiffusionPipeline(
+        vae=AutoencoderKL.from_config(AutoencoderKL.load_config(cfg / "vae")),
+        text_encoder=CLIPTextModel(CLIPTextConfig.from_pretrained(cfg / "text_encoder")),
+        tokenizer=CLIPTokenizer.from_pretrained(cfg / "tokenizer"),
+        unet=UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(cfg / "unet")),
+        scheduler=PNDMScheduler.from_config(PNDMScheduler.load_config(cfg / "scheduler")),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.to(torch.float16).save_pretrained(dest, safe_serialization=True)
+    return dest
+
+
+def _start_server(models_dir: Path, data_dir: Path, model_id: str, threads: int,
+                  device: str):
     port = _free_port()
     env = {**os.environ, "BILDWERK_DATA_DIR": str(data_dir),
            "BILDWERK_MODELS_DIR": str(models_dir), "BILDWERK_DEFAULT_MODEL": model_id,
-           "BILDWERK_DEVICE": "cpu", "BILDWERK_TORCH_THREADS": str(threads),
+           "BILDWERK_DEVICE": device, "BILDWERK_TORCH_THREADS": str(threads),
            "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port),
@@ -66,25 +98,29 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--scheduler", default="euler_a")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--arch", default="tiny", choices=["tiny", "sd15"])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "overhead.json")
     args = parser.parse_args()
 
     import torch
 
-    from app.pipelines.embedded import build_tiny_sd15
+    from app.pipelines.device import resolve_runtime
     from app.pipelines.schedulers import build_scheduler
 
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="bildwerk-bench-"))
     models_dir = work / "models"
-    model_dir = build_tiny_sd15(models_dir / "bench-tiny")
+    model_dir = _build_model(args.arch, models_dir / "bench-model")
+    runtime = resolve_runtime(args.device)
 
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import logging as dlog
 
     dlog.set_verbosity_error()
     pipe = StableDiffusionPipeline.from_pretrained(
-        model_dir, local_files_only=True, safety_checker=None, requires_safety_checker=False)
+        model_dir, local_files_only=True, safety_checker=None, requires_safety_checker=False,
+        dtype=runtime.dtype).to(runtime.device)
     pipe.set_progress_bar_config(disable=True)
     body = {"prompt": "a lighthouse", "width": args.size, "height": args.size,
             "steps": args.steps, "seed": 1234, "scheduler": args.scheduler}
@@ -95,9 +131,12 @@ def main() -> None:
         pipe(prompt=["a lighthouse"], negative_prompt=[""], width=args.size,
              height=args.size, num_inference_steps=args.steps, guidance_scale=7.0,
              generator=[torch.Generator("cpu").manual_seed(1234)])
+        if runtime.device.type == "cuda":
+            torch.cuda.synchronize()
         return time.perf_counter() - t0
 
-    proc, base = _start_server(models_dir, work / "data", "bench-tiny", args.threads)
+    proc, base = _start_server(models_dir, work / "data", "bench-model", args.threads,
+                               args.device)
     client = httpx.Client(base_url=base, timeout=120)
 
     def http_call() -> float:
@@ -125,9 +164,10 @@ def main() -> None:
     result = {
         "benchmark": "overhead", "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                    "cpus": os.cpu_count(), "threads": args.threads, "device": "cpu"},
-        "params": {"size": args.size, "steps": args.steps, "scheduler": args.scheduler,
-                   "runs": args.runs, "warmup": args.warmup},
+                    "cpus": os.cpu_count(), "threads": args.threads, "device": args.device,
+                    "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None},
+        "params": {"arch": args.arch, "size": args.size, "steps": args.steps,
+                   "scheduler": args.scheduler, "runs": args.runs, "warmup": args.warmup},
         "raw_median_s": round(raw_med, 5), "http_median_s": round(http_med, 5),
         "ratio": round(http_med / raw_med, 4),
         "overhead_median_ms": round((http_med - raw_med) * 1000, 2),

@@ -23,6 +23,8 @@ from app.pipelines.embedded import build_tiny_sd15
 from tests.utils.models import build_models_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The whole suite can run on a GPU machine: BILDWERK_TEST_DEVICE=cuda (default cpu).
+TEST_DEVICE = os.environ.get("BILDWERK_TEST_DEVICE", "cpu")
 PG_ADMIN_URL = os.environ.get("BILDWERK_TEST_POSTGRES_URL",
                               "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
@@ -58,7 +60,10 @@ def postgres_admin():
     engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+DATABASES = os.environ.get("BILDWERK_TEST_DATABASES", "sqlite,postgresql").split(",")
+
+
+@pytest.fixture(params=DATABASES)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'bildwerk.db'}"
@@ -82,7 +87,7 @@ def make_settings(tmp_path: Path, models_dir: Path, embedded_template: Path,
         embedded = data_dir / "embedded" / "bildwerk-tiny"
         shutil.copytree(embedded_template, embedded)
         values = dict(data_dir=data_dir, models_dir=models_dir, database_url=database_url,
-                      device="cpu", default_model="tiny-sd15")
+                      device=TEST_DEVICE, default_model="tiny-sd15")
         values.update(overrides)
         return Settings(_env_file=None, **values)
 
