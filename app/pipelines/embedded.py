@@ -21,38 +21,6 @@ EMBEDDED_SEED = 20261121
 _MARKER = "bildwerk_embedded.json"
 
 
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte -> printable unicode map."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
-    chars = keep[:]
-    extra = 0
-    for b in range(256):
-        if b not in keep:
-            keep.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return dict(zip(keep, map(chr, chars), strict=True))
-
-
-def write_byte_level_clip_tokenizer(dest: Path, model_max_length: int = 77) -> int:
-    """Write a CLIP tokenizer whose vocabulary is single bytes (no merges). Returns size."""
-    dest.mkdir(parents=True, exist_ok=True)
-    symbols = list(bytes_to_unicode().values())
-    vocab_list = symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"]
-    vocab = {tok: i for i, tok in enumerate(vocab_list)}
-    (dest / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
-    (dest / "merges.txt").write_text("#version: 0.2\n")
-    (dest / "special_tokens_map.json").write_text(json.dumps({
-        "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
-        "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}))
-    (dest / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "CLIPTokenizer", "model_max_length": model_max_length,
-        "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
-        "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}))
-    return len(vocab)
-
-
 def build_tiny_sd15(dest: Path, *, seed: int = EMBEDDED_SEED, inpaint: bool = False,
                     sample_size: int = 32) -> Path:
     """Build a tiny SD1.5-shaped pipeline with weights drawn from ``seed`` into ``dest``.
@@ -70,11 +38,15 @@ def build_tiny_sd15(dest: Path, *, seed: int = EMBEDDED_SEED, inpaint: bool = Fa
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+    from app.pipelines.single_file.clip_tokenizer import write_clip_tokenizer
+
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=dest.parent))
     try:
-        vocab_size = write_byte_level_clip_tokenizer(tmp / "_tok")
+        # A byte-level CLIP tokenizer: every byte is a token, no merges.
+        write_clip_tokenizer(tmp / "_tok", merges=[])
         tokenizer = CLIPTokenizer.from_pretrained(tmp / "_tok")
+        vocab_size = len(tokenizer)
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(
             sample_size=sample_size, in_channels=9 if inpaint else 4, out_channels=4,

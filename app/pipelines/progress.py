@@ -40,5 +40,8 @@ class StepReporter:
         if self.cancelled():
             pipe._interrupt = True
             raise JobCancelled("job was cancelled")
+        # The pipeline knows how many timesteps it really runs (img2img strength,
+        # second-order schedulers such as Heun run more than num_inference_steps).
+        self.total = self.step_offset + (getattr(pipe, "_num_timesteps", None) or self.total)
         self.report(self.stage, self.step_offset + step + 1, self.total)
         return callback_kwargs

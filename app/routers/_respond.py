@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 
 from app.persistence.blobs import BlobStore
@@ -38,9 +39,7 @@ async def job_response(request: Request, accepted: Accepted, jobs: JobService,
     job = accepted.job
     if wants_async(request):
         return JSONResponse(
-            JobService.job_status(job) | {"created_at": job.created_at.isoformat(),
-                                          "started_at": None, "finished_at": None},
-            status_code=202,
+            jsonable_encoder(JobService.job_status(job)), status_code=202,
             headers={"Location": f"/jobs/{job.id}", "Preference-Applied": RESPOND_ASYNC})
     result = await jobs.wait_result(job, timeout)
     if wants_png(request):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from tests.conftest import wait_for_job
+from tests.utils.images import box_mask, data_url, scene
 
 ASYNC = {"Prefer": "respond-async"}
 FAST = {"prompt": "a harbour", "steps": 6, "width": 64, "height": 64, "seed": 2}
@@ -51,6 +52,24 @@ def test_sse_streams_progress_then_the_final_result(client):
     assert steps == sorted(steps)
     final = events[-1][1]
     assert final["result"]["images"][0]["url"].startswith("/blobs/")
+
+
+def test_progress_total_counts_the_steps_the_scheduler_really_runs(client):
+    # Heun is second order: 5 steps run 9 denoising evaluations.
+    job_id = client.post("/txt2img", json={**FAST, "steps": 5, "scheduler": "heun"},
+                         headers=ASYNC).json()["job_id"]
+    progress = [data["progress"] for name, data in read_events(client, job_id)
+                if name == "progress" and data["stage"] == "denoising"]
+    assert progress[-1]["step"] == progress[-1]["total"] == 9
+
+
+def test_inpaint_progress_counts_only_the_steps_strength_leaves(client):
+    body = {"prompt": "x", "image": data_url(scene(64, 64)), "steps": 10, "strength": 0.5,
+            "mask": data_url(box_mask((64, 64), (8, 8, 30, 30))), "width": 64, "height": 64}
+    job_id = client.post("/inpaint", json=body, headers=ASYNC).json()["job_id"]
+    status = wait_for_job(client, job_id)
+    assert status["status"] == "succeeded"
+    assert status["progress"] == {"step": 5, "total": 5}
 
 
 def test_sse_for_a_finished_job_sends_its_final_state(client):
