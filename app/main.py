@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.config import Settings
+from app.docs import install_docs
 from app.errors import install_error_handlers
 from app.jobs.job import Job
 from app.jobs.queue import JobQueue
@@ -22,6 +23,7 @@ from app.persistence.records import RecordRepository
 from app.pipelines.device import resolve_runtime
 from app.pipelines.registry import ModelRegistry
 from app.routers import blobs, generation, health, jobs, kiosk, models, records
+from app.schemas.errors import COMMON_ERRORS
 from app.services.generation import GenerationService
 from app.services.jobs import JobService
 
@@ -89,11 +91,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     app = FastAPI(title="Bildwerk", version="0.1.0", description=DESCRIPTION,
-                  lifespan=lifespan)
+                  lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
     install_error_handlers(app)
+    install_docs(app)
     for module in (generation, kiosk, jobs, records, blobs, models, health):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=COMMON_ERRORS)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app
 

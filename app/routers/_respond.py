@@ -7,6 +7,8 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 
 from app.persistence.blobs import BlobStore
+from app.schemas.errors import error_responses
+from app.schemas.generation import JobStatus
 from app.services.generation import Accepted
 from app.services.jobs import JobService
 
@@ -17,10 +19,13 @@ GENERATION_RESPONSES: dict = {
           "request has `Accept: image/png`.",
           "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
     202: {"description": "Accepted (`Prefer: respond-async`): follow `Location`.",
-          "model": None},
-    413: {"description": "Body or image beyond the limits."},
-    422: {"description": "Invalid input (error envelope)."},
-    429: {"description": "Queue full; see `Retry-After`."},
+          "model": JobStatus},
+    **error_responses(
+        _409="The job was cancelled while the request waited.",
+        _413="Body or image beyond the limits.", _415="Unsupported content type.",
+        _422="Invalid input.", _429="Queue full; see `Retry-After`.",
+        _500="The model failed to load or the generation failed.",
+        _504="The synchronous wait ran out; the job goes on at `/jobs/{id}`."),
 }
 
 

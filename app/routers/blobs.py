@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 
 from app.deps import BlobsDep
+from app.schemas.errors import error_responses
 
 router = APIRouter(prefix="/blobs", tags=["blobs"])
 
@@ -14,7 +15,7 @@ router = APIRouter(prefix="/blobs", tags=["blobs"])
             responses={200: {"content": {"image/png": {}, "application/octet-stream": {}},
                              "description": "The file, with its content type and an ETag."},
                        304: {"description": "Not modified (If-None-Match matched)."},
-                       404: {"description": "Unknown blob (error envelope)."}})
+                       **error_responses(_404="Unknown blob.")})
 def get_blob(sha256: str, request: Request, blobs: BlobsDep) -> Response:
     row, path = blobs.get(sha256.lower())
     etag = f'"{row.sha256}"'

@@ -8,10 +8,11 @@ from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse
 
 from app.deps import JobsDep
+from app.schemas.errors import error_responses
 from app.schemas.generation import JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
-_NOT_FOUND = {404: {"description": "Unknown job (error envelope)."}}
+_NOT_FOUND = error_responses(_404="Unknown job.")
 
 
 @router.get("/{job_id}", response_model=JobStatus, responses=_NOT_FOUND,
@@ -54,7 +55,7 @@ async def job_events(job_id: str, request: Request, jobs: JobsDep) -> EventSourc
 
 
 @router.delete("/{job_id}", response_model=JobStatus, responses={
-    **_NOT_FOUND, 409: {"description": "The job already finished."}},
+    **_NOT_FOUND, **error_responses(_409="The job already finished.")},
     summary="Cancel a job")
 def cancel_job(job_id: str, jobs: JobsDep) -> dict:
     """Cancel a queued or running job. A running job stops after its current step; its

@@ -15,6 +15,7 @@ from fastapi.responses import Response
 
 from app.deps import BlobsDep, ClientDep, GenerationDep, JobsDep, SettingsDep
 from app.errors import ProviderUnavailable
+from app.schemas.errors import error_responses
 from app.schemas.generation import KIOSK_EXAMPLES, InpaintRequest, KioskInpaintRequest
 
 router = APIRouter(tags=["compatibility"])
@@ -23,7 +24,9 @@ router = APIRouter(tags=["compatibility"])
 @router.post("/inpainting/", response_class=Response, summary="Kiosk inpainting (legacy)",
              responses={200: {"content": {"image/png": {}},
                               "description": "The inpainted image, same size as the input."},
-                        422: {"description": "Invalid input or provider unavailable."}})
+                        **error_responses(_413="Image beyond the limits.",
+                                          _422="Invalid input or provider unavailable.",
+                                          _429="Queue full; see `Retry-After`.")})
 async def kiosk_inpainting(body: Annotated[KioskInpaintRequest,
                                            Body(openapi_examples=KIOSK_EXAMPLES)],
                            generation: GenerationDep,

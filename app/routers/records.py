@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 
 from app.deps import RecordsDep
 from app.persistence.records import RecordFilter
+from app.schemas.errors import error_responses
 from app.schemas.records import Record, RecordPage
 
 router = APIRouter(prefix="/records", tags=["records"])
@@ -33,6 +34,6 @@ def list_records(
 
 
 @router.get("/{record_id}", response_model=Record, summary="One record",
-            responses={404: {"description": "Unknown record (error envelope)."}})
+            responses=error_responses(_404="Unknown record."))
 def get_record(record_id: str, records: RecordsDep) -> Record:
     return Record.model_validate(records.get(record_id))

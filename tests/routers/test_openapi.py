@@ -22,3 +22,24 @@ def test_request_examples_run_as_they_are(client, path):
     for name, example in examples.items():
         r = client.post(path, json=example["value"])
         assert r.status_code == 200, (path, name, r.text)
+
+
+def test_errors_are_documented_as_the_envelope(client):
+    spec = client.get("/openapi.json").json()
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    for path, item in spec["paths"].items():
+        for method, op in item.items():
+            for status, response in op["responses"].items():
+                if (path, status) == ("/ready", "503"):
+                    continue  # readiness answers with its checks, for probes to read
+                if status.startswith(("4", "5")) and "content" in response:
+                    ref = response["content"]["application/json"]["schema"]["$ref"]
+                    assert ref.endswith("/ErrorEnvelope"), (method, path, status)
+
+
+def test_swagger_ui_is_served_from_local_assets(client):
+    page = client.get("/docs")
+    assert page.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in page.text
+    assert "cdn" not in page.text.split("<body>")[0].lower()
+    js = client.get("/docs-assets/swagger-ui-bundle.js")
+    assert js.status_code == 200 and len(js.content) > 100_000
