@@ -103,8 +103,15 @@ class GenerationFailed(BildwerkError):
 
 
 class JobCancelled(BildwerkError):
+    """A job stopped at the caller's request. ``partial`` holds what it finished (e.g. the
+    frames of a sequence) so that it can be recorded and returned."""
+
     status_code = 409
     code = "cancelled"
+
+    def __init__(self, message: str = "job was cancelled", *, partial=None) -> None:
+        super().__init__(message)
+        self.partial = partial
 
 
 class JobTimeout(BildwerkError):

@@ -26,6 +26,7 @@ from app.routers import blobs, generation, health, jobs, kiosk, models, records
 from app.schemas.errors import COMMON_ERRORS
 from app.services.generation import GenerationService
 from app.services.jobs import JobService
+from app.services.submission import JobSubmitter
 
 log = logging.getLogger("bildwerk")
 
@@ -77,7 +78,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state = app.state
     state.db, state.records, state.blobs, state.registry, state.queue = (
         db, record_repo, blob_store, registry, queue)
-    state.generation = GenerationService(settings, registry, queue, record_repo, blob_store)
+    submitter = JobSubmitter(settings, registry, queue, record_repo, blob_store)
+    state.generation = GenerationService(submitter)
     state.jobs = JobService(queue, record_repo)
     log.info("bildwerk ready on %s (%s); default model %s", runtime.name, runtime.dtype,
              registry.default_id)

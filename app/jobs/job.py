@@ -55,6 +55,12 @@ class Job:
     def finished(self) -> bool:
         return self.status in TERMINAL
 
+    def reporter(self):
+        """A step reporter wired to this job's progress and cancel flag."""
+        from app.pipelines.progress import StepReporter
+
+        return StepReporter(report=self.set_progress, cancelled=lambda: self.cancel_requested)
+
     # -- events (callable from any thread) ----------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         return {

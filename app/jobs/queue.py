@@ -105,7 +105,8 @@ class JobQueue:
                 result = job.run(job)
                 job.finish("succeeded", result=result)
             except JobCancelled as exc:
-                job.finish("cancelled", error=JobError(exc.code, exc.message, exc.status_code))
+                job.finish("cancelled", result=exc.partial,
+                           error=JobError(exc.code, exc.message, exc.status_code))
             except BildwerkError as exc:
                 job.finish("failed", error=JobError(exc.code, exc.message, exc.status_code,
                                                     exc.param))

@@ -9,8 +9,8 @@ from fastapi.responses import JSONResponse, Response
 from app.persistence.blobs import BlobStore
 from app.schemas.errors import error_responses
 from app.schemas.generation import JobStatus
-from app.services.generation import Accepted
 from app.services.jobs import JobService
+from app.services.submission import Accepted
 
 RESPOND_ASYNC = "respond-async"
 

@@ -97,6 +97,8 @@ class JobService:
                 f"follow it at /jobs/{job.id}", param=None)
         if job.status == "succeeded" and job.result is not None:
             return job.result
+        if job.status == "cancelled" and job.result is not None:
+            return job.result  # a partial result (e.g. the frames finished before cancel)
         err = job.error
         if err is None:
             raise JobError("internal_error", f"job ended {job.status}", 500, None)

@@ -1,0 +1,189 @@
+"""What every generation service shares: checking limits, resolving the model, decoding
+and storing inputs, writing the record when a request is accepted, submitting the job,
+and recording how the job ended.
+
+Flow for every request::
+
+    accept (HTTP side)   limits -> model -> inputs stored -> record "queued" -> job queued
+                         (a full queue is recorded "rejected" and answered 429)
+    run    (worker)      record "running" -> the service's body -> record finished
+                         (succeeded / failed / cancelled, with the error and timings)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from app.config import Settings
+from app.errors import (
+    BildwerkError,
+    GenerationFailed,
+    InvalidInput,
+    JobCancelled,
+    PayloadTooLarge,
+    QueueFull,
+)
+from app.imaging.decode import DecodedImage, ImageLimits, decode_image, image_bytes
+from app.jobs.job import Job
+from app.jobs.queue import JobQueue
+from app.persistence.blobs import BlobStore
+from app.persistence.records import NewRecord, OutputImage, RecordRepository
+from app.pipelines.device import free_memory
+from app.pipelines.registry import ModelEntry, ModelRegistry
+from app.schemas.generation import MAX_SEED
+
+log = logging.getLogger("bildwerk.jobs")
+
+
+@dataclass
+class Accepted:
+    job: Job
+    record_id: str
+
+
+@dataclass
+class RunContext:
+    """Handed to a service's job body on the worker thread."""
+
+    job: Job
+    accepted_at: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def lap(self, name: str, since: float) -> float:
+        now = time.perf_counter()
+        self.timings[name] = round(now - since, 4)
+        return now
+
+
+@dataclass
+class Finished:
+    """What a job body returns: the client's result plus what the record keeps."""
+
+    result: dict
+    outputs: list[OutputImage]
+    seeds: list[int]
+    prompt_used: str | None = None
+    mask_applied_sha256: str | None = None
+
+
+Body = Callable[[RunContext], Finished]
+
+
+class JobSubmitter:
+    def __init__(self, settings: Settings, registry: ModelRegistry, queue: JobQueue,
+                 records: RecordRepository, blobs: BlobStore) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.queue = queue
+        self.records = records
+        self.blobs = blobs
+
+    # -- checks and inputs (HTTP side, in a threadpool thread) --------------------------
+    def check_steps(self, steps: int) -> None:
+        if steps > self.settings.max_steps:
+            raise InvalidInput(f"steps must be at most {self.settings.max_steps}",
+                               param="steps")
+
+    def check_size(self, width: int, height: int) -> None:
+        s = self.settings
+        if max(width, height) > s.max_width or width * height > s.max_pixels:
+            raise PayloadTooLarge(
+                f"{width}x{height} exceeds the limit of {s.max_width}px per side and "
+                f"{s.max_pixels} pixels", param="width")
+
+    def resolve(self, model: str | None) -> ModelEntry:
+        return self.registry.resolve(model)
+
+    def decode(self, value: str, param: str) -> DecodedImage:
+        limits = ImageLimits(max_pixels=self.settings.max_pixels,
+                             max_side=self.settings.max_width)
+        return decode_image(image_bytes(value, param, self.blobs.read), param, limits)
+
+    def store(self, decoded: DecodedImage) -> str:
+        return self.blobs.put(decoded.raw, decoded.content_type)
+
+    @staticmethod
+    def first_seed(seed: int | None) -> int:
+        return seed if seed is not None and seed >= 0 else secrets.randbelow(MAX_SEED)
+
+    # -- submit -------------------------------------------------------------------------
+    def submit(self, *, endpoint: str, entry: ModelEntry, prompt: str, negative_prompt: str,
+               params: dict, scheduler: str, seeds: list[int], body: Body,
+               loop: asyncio.AbstractEventLoop, client: dict | None,
+               inputs: dict[str, str] | None = None) -> Accepted:
+        """Record the accepted request, then queue ``body`` to run on the worker."""
+        record_id, job_id = str(uuid.uuid4()), str(uuid.uuid4())
+        self.records.create(NewRecord(
+            id=record_id, job_id=job_id, endpoint=endpoint, provider="local", model=entry.id,
+            prompt=prompt, negative_prompt=negative_prompt, params=params,
+            scheduler=scheduler, client=client, **(inputs or {})))
+        accepted_at = time.perf_counter()
+
+        def run(job: Job) -> dict:
+            return self._run_recorded(RunContext(job, accepted_at), body, seeds)
+
+        job = Job(id=job_id, record_id=record_id, endpoint=endpoint, run=run, loop=loop)
+        try:
+            self.queue.submit(job)
+        except QueueFull as exc:
+            self.records.finish(record_id, status="rejected", seeds=seeds,
+                                error_code=exc.code, error_message=exc.message)
+            raise
+        return Accepted(job=job, record_id=record_id)
+
+    # -- run (worker thread) ------------------------------------------------------------
+    def _run_recorded(self, ctx: RunContext, body: Body, seeds: list[int]) -> dict:
+        job = ctx.job
+        started = time.perf_counter()
+        ctx.timings["queued_s"] = round(started - ctx.accepted_at, 4)
+        self.records.mark_running(job.record_id)
+        try:
+            with torch.inference_mode():
+                done = body(ctx)
+        except JobCancelled as exc:
+            partial: Finished | None = exc.partial
+            self._end(job, "cancelled", exc, ctx, partial.seeds if partial else seeds,
+                      partial.outputs if partial else [])
+            if partial is not None:
+                exc.partial = self._with_timings(partial, ctx, "cancelled")
+            raise
+        except BildwerkError as exc:
+            self._end(job, "failed", exc, ctx, seeds)
+            raise
+        except torch.cuda.OutOfMemoryError as exc:
+            err = GenerationFailed("the device ran out of memory; try fewer or smaller images")
+            err.code = "out_of_memory"
+            self._end(job, "failed", err, ctx, seeds)
+            raise err from exc
+        except Exception as exc:
+            log.exception("job %s failed", job.id)
+            err = GenerationFailed(f"generation failed: {exc}")
+            self._end(job, "failed", err, ctx, seeds)
+            raise err from exc
+        result = self._with_timings(done, ctx, "succeeded")
+        self.records.finish(job.record_id, status="succeeded", seeds=done.seeds,
+                            timings=ctx.timings, prompt_used=done.prompt_used,
+                            outputs=done.outputs,
+                            mask_applied_sha256=done.mask_applied_sha256)
+        return result
+
+    @staticmethod
+    def _with_timings(done: Finished, ctx: RunContext, status: str) -> dict:
+        ctx.timings["total_s"] = round(time.perf_counter() - ctx.accepted_at, 4)
+        return {**done.result, "status": status, "timings": ctx.timings}
+
+    def _end(self, job: Job, status: str, exc: BildwerkError, ctx: RunContext,
+             seeds: list[int], outputs: list[OutputImage] = ()) -> None:  # type: ignore[assignment]
+        free_memory(self.registry.runtime)
+        ctx.timings["total_s"] = round(time.perf_counter() - ctx.accepted_at, 4)
+        self.records.finish(job.record_id, status=status, seeds=seeds, timings=ctx.timings,
+                            outputs=list(outputs), error_code=exc.code,
+                            error_message=exc.message)
