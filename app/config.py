@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     max_pixels: int = Field(2048 * 2048, ge=64 * 64, description="Largest input image area.")
     max_steps: int = Field(150, ge=1)
     max_images: int = Field(8, ge=1, description="Largest num_images per request.")
+    max_frames: int = Field(120, ge=1, description="Largest img2seq frame count.")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
 
     # --- embedded default model ---------------------------------------------------------

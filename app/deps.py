@@ -14,6 +14,7 @@ from app.persistence.records import RecordRepository
 from app.pipelines.registry import ModelRegistry
 from app.services.generation import GenerationService
 from app.services.jobs import JobService
+from app.services.sequences import SequenceService
 
 
 def _state(request: Request):
@@ -44,6 +45,10 @@ def get_generation(request: Request) -> GenerationService:
     return _state(request).generation
 
 
+def get_sequences(request: Request) -> SequenceService:
+    return _state(request).sequences
+
+
 def get_jobs(request: Request) -> JobService:
     return _state(request).jobs
 
@@ -59,5 +64,6 @@ QueueDep = Annotated[JobQueue, Depends(get_queue)]
 RecordsDep = Annotated[RecordRepository, Depends(get_records)]
 BlobsDep = Annotated[BlobStore, Depends(get_blobs)]
 GenerationDep = Annotated[GenerationService, Depends(get_generation)]
+SequencesDep = Annotated[SequenceService, Depends(get_sequences)]
 JobsDep = Annotated[JobService, Depends(get_jobs)]
 ClientDep = Annotated[dict, Depends(client_info)]

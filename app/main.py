@@ -22,17 +22,18 @@ from app.persistence.database import Database
 from app.persistence.records import RecordRepository
 from app.pipelines.device import resolve_runtime
 from app.pipelines.registry import ModelRegistry
-from app.routers import blobs, generation, health, jobs, kiosk, models, records
+from app.routers import blobs, generation, health, jobs, kiosk, models, records, sequences
 from app.schemas.errors import COMMON_ERRORS
 from app.services.generation import GenerationService
 from app.services.jobs import JobService
+from app.services.sequences import SequenceService
 from app.services.submission import JobSubmitter
 
 log = logging.getLogger("bildwerk")
 
-DESCRIPTION = """Self-hosted image generation: **txt2img** and **inpaint** on Stable Diffusion
-checkpoints, every request recorded. Requests wait for their result by default; send
-`Prefer: respond-async` to get `202` and follow `/jobs/{id}` or `/jobs/{id}/events`.
+DESCRIPTION = """Self-hosted image generation: **txt2img**, **inpaint** and **img2seq** on
+Stable Diffusion checkpoints, every request recorded. Requests wait for their result by
+default; send `Prefer: respond-async` to get `202` and follow `/jobs/{id}` or `/jobs/{id}/events`.
 `Accept: image/png` returns the first image's bytes. Errors always have the shape
 `{"error": {"code", "message", "param"}}`."""
 
@@ -80,6 +81,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db, record_repo, blob_store, registry, queue)
     submitter = JobSubmitter(settings, registry, queue, record_repo, blob_store)
     state.generation = GenerationService(submitter)
+    state.sequences = SequenceService(submitter)
     state.jobs = JobService(queue, record_repo)
     log.info("bildwerk ready on %s (%s); default model %s", runtime.name, runtime.dtype,
              registry.default_id)
@@ -97,7 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     install_docs(app)
-    for module in (generation, kiosk, jobs, records, blobs, models, health):
+    for module in (generation, sequences, kiosk, jobs, records, blobs, models, health):
         app.include_router(module.router, responses=COMMON_ERRORS)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

@@ -33,6 +33,8 @@ class Job:
     stage: str = "queued"
     step: int = 0
     total: int = 0
+    frame: int | None = None  # sequences: the frame being made (0-based) …
+    frames: int | None = None  # … of how many
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -63,15 +65,24 @@ class Job:
 
     # -- events (callable from any thread) ----------------------------------------------
     def snapshot(self) -> dict[str, Any]:
+        progress: dict[str, Any] = {"step": self.step, "total": self.total}
+        if self.frames is not None:
+            progress.update(frame=self.frame, frames=self.frames)
         return {
             "job_id": self.id, "record_id": self.record_id, "endpoint": self.endpoint,
-            "status": self.status, "stage": self.stage,
-            "progress": {"step": self.step, "total": self.total},
+            "status": self.status, "stage": self.stage, "progress": progress,
         }
 
     def set_progress(self, stage: str, step: int, total: int) -> None:
         self.stage, self.step, self.total = stage, step, total
         self._emit("progress", self.snapshot())
+
+    def set_frame(self, frame: int, frames: int) -> None:
+        self.frame, self.frames, self.step = frame, frames, 0
+
+    def emit_event(self, event: str, data: dict) -> None:
+        """Send a custom event (e.g. ``frame``) to every SSE subscriber."""
+        self._emit(event, data)
 
     def set_running(self) -> None:
         self.status, self.stage, self.started_at = "running", "starting", datetime.now(UTC)

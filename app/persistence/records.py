@@ -38,10 +38,17 @@ class NewRecord:
 
 @dataclass
 class OutputImage:
+    """An output to record: an image, a sequence frame, or a package (no seed/size)."""
+
     sha256: str
-    seed: int
-    width: int
-    height: int
+    seed: int | None
+    width: int | None
+    height: int | None
+    kind: str = "image"
+    name: str | None = None
+    prompt: str | None = None
+    strength: float | None = None
+    content_type: str | None = "image/png"
 
 
 @dataclass
@@ -108,8 +115,10 @@ class RecordRepository:
             row.error_code = error_code
             row.error_message = error_message
             for i, out in enumerate(outputs):
-                row.outputs.append(OutputRow(index=i, sha256=out.sha256, seed=out.seed,
-                                             width=out.width, height=out.height))
+                row.outputs.append(OutputRow(
+                    index=i, kind=out.kind, name=out.name, sha256=out.sha256,
+                    content_type=out.content_type, seed=out.seed, width=out.width,
+                    height=out.height, prompt=out.prompt, strength=out.strength))
 
     def get(self, record_id: str) -> RecordRow:
         with self.db.session() as s:

@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse, Response
 
 from app.persistence.blobs import BlobStore
 from app.schemas.errors import error_responses
-from app.schemas.generation import JobStatus
+from app.schemas.jobs import JobStatus
 from app.services.jobs import JobService
 from app.services.submission import Accepted
 
@@ -47,8 +47,9 @@ async def job_response(request: Request, accepted: Accepted, jobs: JobService,
             jsonable_encoder(JobService.job_status(job)), status_code=202,
             headers={"Location": f"/jobs/{job.id}", "Preference-Applied": RESPOND_ASYNC})
     result = await jobs.wait_result(job, timeout)
-    if wants_png(request):
-        first = result["images"][0]
+    images = result.get("images") or result.get("frames") or []
+    if wants_png(request) and images:
+        first = images[0]
         return Response(blobs.read(first["sha256"]), media_type="image/png", headers={
             "X-Bildwerk-Job-Id": job.id, "X-Bildwerk-Record-Id": accepted.record_id,
             "X-Bildwerk-Seed": str(first["seed"])})

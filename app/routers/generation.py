@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from pydantic import ValidationError
 
 from app.deps import BlobsDep, ClientDep, GenerationDep, JobsDep, SettingsDep
-from app.errors import InvalidInput, UnsupportedMediaType
+from app.routers._body import parse_body
 from app.routers._respond import GENERATION_RESPONSES, job_response
 from app.schemas.generation import (
     INPAINT_EXAMPLES,
@@ -62,30 +60,6 @@ _INPAINT_BODY = {
 }
 
 
-async def parse_inpaint(request: Request) -> InpaintRequest:
-    """The inpaint body as JSON or multipart/form-data (files for image and mask)."""
-    content_type = request.headers.get("content-type", "")
-    try:
-        if content_type.startswith("multipart/form-data"):
-            form = await request.form()
-            data: dict = {}
-            for key, value in form.multi_items():
-                if hasattr(value, "read"):
-                    data[key] = base64.b64encode(await value.read()).decode()
-                elif value != "":
-                    data[key] = value
-            return InpaintRequest.model_validate(data)
-        if content_type.startswith("application/json") or not content_type:
-            return InpaintRequest.model_validate_json(await request.body())
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first.get("loc", ())) or None
-        raise InvalidInput(f"{param}: {first.get('msg')}" if param else first.get("msg", ""),
-                           param=param) from None
-    raise UnsupportedMediaType(f"unsupported content type {content_type!r}; send "
-                               "application/json or multipart/form-data", param=None)
-
-
 @router.post("/inpaint", response_model=GenerationResult, responses=GENERATION_RESPONSES,
              summary="Inpaint the masked area", openapi_extra={"requestBody": _INPAINT_BODY})
 async def inpaint(request: Request, generation: GenerationDep, jobs: JobsDep,
@@ -93,7 +67,7 @@ async def inpaint(request: Request, generation: GenerationDep, jobs: JobsDep,
     """Repaint the masked area of `image`. Every pixel outside the (blurred) mask is
     returned unchanged and the output has the input's size. Accepts JSON (data-URL, base64
     or blob sha256 for `image`/`mask`) or multipart/form-data with files."""
-    body = await parse_inpaint(request)
+    body = await parse_body(request, InpaintRequest)
     loop = asyncio.get_running_loop()
     accepted = await run_in_threadpool(generation.accept_inpaint, body, loop, client)
     return await job_response(request, accepted, jobs, blobs, settings.sync_timeout_s)

@@ -9,7 +9,7 @@ from sse_starlette import EventSourceResponse
 
 from app.deps import JobsDep
 from app.schemas.errors import error_responses
-from app.schemas.generation import JobStatus
+from app.schemas.jobs import JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 _NOT_FOUND = error_responses(_404="Unknown job.")

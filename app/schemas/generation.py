@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -140,29 +139,3 @@ class GenerationResult(BaseModel):
     parameters: dict
     timings: dict
     mask_applied: BlobRef | None = None
-
-
-class JobProgress(BaseModel):
-    step: int
-    total: int
-
-
-class JobErrorOut(BaseModel):
-    code: str
-    message: str
-    param: str | None = None
-
-
-class JobStatus(BaseModel):
-    job_id: str
-    record_id: str
-    endpoint: str
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted",
-                    "rejected"]
-    stage: str
-    progress: JobProgress
-    created_at: datetime | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    result: GenerationResult | None = None
-    error: JobErrorOut | None = None

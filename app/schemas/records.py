@@ -11,10 +11,15 @@ class RecordOutput(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     index: int
+    kind: str
+    name: str | None
     sha256: str
-    seed: int
-    width: int
-    height: int
+    content_type: str | None
+    seed: int | None
+    width: int | None
+    height: int | None
+    prompt: str | None
+    strength: float | None
 
 
 class Record(BaseModel):

@@ -21,6 +21,8 @@ class JobError(BildwerkError):
 
 def result_from_record(row: RecordRow) -> dict:
     params = row.params or {}
+    if row.endpoint == "img2seq":
+        return _sequence_from_record(row)
     return {
         "job_id": row.job_id, "record_id": row.id, "status": row.status,
         "endpoint": row.endpoint, "provider": row.provider, "model": row.model or "",
@@ -35,6 +37,34 @@ def result_from_record(row: RecordRow) -> dict:
     }
 
 
+def _sequence_from_record(row: RecordRow) -> dict:
+    params = row.params or {}
+    frames = [o for o in row.outputs if o.kind == "frame"]
+    blends = [_split_blend(o.prompt or "") for o in frames]
+    return {
+        "job_id": row.job_id, "record_id": row.id, "status": row.status,
+        "endpoint": row.endpoint, "provider": row.provider, "model": row.model or "",
+        "frames": [{"index": i, "name": o.name, "sha256": o.sha256, "url": f"/blobs/{o.sha256}",
+                    "width": o.width, "height": o.height, "seed": o.seed,
+                    "strength": o.strength, "prompt": p, "prompt_to": to, "prompt_weight": w}
+                   for i, (o, (p, to, w)) in enumerate(zip(frames, blends, strict=True))],
+        "packages": [{"kind": o.name.rsplit(".", 1)[-1] if o.name else "", "name": o.name,
+                      "sha256": o.sha256, "url": f"/blobs/{o.sha256}",
+                      "content_type": o.content_type, "size": 0}
+                     for o in row.outputs if o.kind == "package"],
+        "fps": params.get("fps", 8), "parameters": params, "timings": row.timings or {},
+    }
+
+
+def _split_blend(text: str) -> tuple[str, str | None, float]:
+    """Undo the record's ``"a -> b @ 0.2500"`` notation for a blended frame prompt."""
+    if " -> " in text and " @ " in text:
+        head, weight = text.rsplit(" @ ", 1)
+        start, end = head.split(" -> ", 1)
+        return start, end, float(weight)
+    return text, None, 0.0
+
+
 def status_from_record(row: RecordRow) -> dict:
     data = {
         "job_id": row.job_id, "record_id": row.id, "endpoint": row.endpoint,
@@ -42,7 +72,7 @@ def status_from_record(row: RecordRow) -> dict:
         "created_at": row.created_at, "started_at": row.started_at,
         "finished_at": row.finished_at, "result": None, "error": None,
     }
-    if row.status == "succeeded":
+    if row.status == "succeeded" or (row.status == "cancelled" and row.outputs):
         data["result"] = result_from_record(row)
     if row.error_code:
         data["error"] = {"code": row.error_code, "message": row.error_message or "",

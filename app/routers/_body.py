@@ -1,0 +1,59 @@
+"""Request bodies for image routes: JSON, or multipart/form-data with files.
+
+In a form, file parts become base64 strings (what the JSON body would carry), and
+fields that hold lists or objects in JSON (``packages``, ``prompt_schedule``, ``motion``,
+``strength`` schedules) may be sent as JSON text.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import TypeVar
+
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+
+from app.errors import InvalidInput, UnsupportedMediaType
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def parse_body(request: Request, model: type[M]) -> M:
+    content_type = request.headers.get("content-type", "")
+    try:
+        if content_type.startswith("multipart/form-data"):
+            return model.model_validate(await _form_data(request))
+        if content_type.startswith("application/json") or not content_type:
+            return model.model_validate_json(await request.body())
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first.get("loc", ())) or None
+        message = first.get("msg", "invalid value")
+        raise InvalidInput(f"{param}: {message}" if param else message, param=param) from None
+    raise UnsupportedMediaType(f"unsupported content type {content_type!r}; send "
+                               "application/json or multipart/form-data", param=None)
+
+
+async def _form_data(request: Request) -> dict:
+    form = await request.form()
+    data: dict = {}
+    for key, value in form.multi_items():
+        if hasattr(value, "read"):
+            data[key] = base64.b64encode(await value.read()).decode()
+        elif value == "":
+            continue
+        elif value[:1] in "[{":
+            try:
+                data[key] = json.loads(value)
+            except json.JSONDecodeError:
+                data[key] = value
+        elif key in data:  # repeated field: a list (e.g. packages=gif&packages=zip)
+            data[key] = [*_as_list(data[key]), value]
+        else:
+            data[key] = value
+    return data
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
