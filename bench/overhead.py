@@ -16,9 +16,7 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,64 +28,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _build_model(arch: str, dest: Path) -> Path:
-    """``tiny``: the embedded model's architecture. ``sd15``: the full SD1.5 architecture
-    (860M-parameter UNet) from the shipped configs, with seeded random weights."""
-    from app.pipelines.embedded import build_tiny_sd15
-
-    if arch == "tiny":
-        return build_tiny_sd15(dest)
-    import torch
-    from diffusers import (
-        AutoencoderKL,
-        PNDMScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    from app.pipelines.families import FAMILIES
-
-    cfg = FAMILIES["sd15"].config_dir()
-    torch.manual_seed(0)
-    pipe = StableDiffusionPipeline(
-        vae=AutoencoderKL.from_config(AutoencoderKL.load_config(cfg / "vae")),
-        text_encoder=CLIPTextModel(CLIPTextConfig.from_pretrained(cfg / "text_encoder")),
-        tokenizer=CLIPTokenizer.from_pretrained(cfg / "tokenizer"),
-        unet=UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(cfg / "unet")),
-        scheduler=PNDMScheduler.from_config(PNDMScheduler.load_config(cfg / "scheduler")),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.to(torch.float16).save_pretrained(dest, safe_serialization=True)
-    return dest
-
-
-def _start_server(models_dir: Path, data_dir: Path, model_id: str, threads: int,
-                  device: str):
-    port = _free_port()
-    env = {**os.environ, "BILDWERK_DATA_DIR": str(data_dir),
-           "BILDWERK_MODELS_DIR": str(models_dir), "BILDWERK_DEFAULT_MODEL": model_id,
-           "BILDWERK_DEVICE": device, "BILDWERK_TORCH_THREADS": str(threads),
-           "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port),
-         "--log-level", "warning"], cwd=ROOT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("server did not start")
+from bench._common import build_model, start_server  # noqa: E402
 
 
 def main() -> None:
@@ -111,7 +52,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="bildwerk-bench-"))
     models_dir = work / "models"
-    model_dir = _build_model(args.arch, models_dir / "bench-model")
+    model_dir = build_model(args.arch, models_dir / "bench-model")
     runtime = resolve_runtime(args.device)
 
     from diffusers import StableDiffusionPipeline
@@ -135,7 +76,7 @@ def main() -> None:
             torch.cuda.synchronize()
         return time.perf_counter() - t0
 
-    proc, base = _start_server(models_dir, work / "data", "bench-model", args.threads,
+    proc, base = start_server(models_dir, work / "data", "bench-model", args.threads,
                                args.device)
     client = httpx.Client(base_url=base, timeout=120)
 

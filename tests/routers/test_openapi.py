@@ -13,7 +13,7 @@ def test_every_operation_has_a_summary_and_documented_responses(client):
             assert "200" in op["responses"] or "202" in op["responses"], (method, path)
 
 
-@pytest.mark.parametrize("path", ["/txt2img", "/inpaint", "/inpainting/"])
+@pytest.mark.parametrize("path", ["/txt2img", "/inpaint", "/inpainting/", "/img2seq"])
 def test_request_examples_run_as_they_are(client, path):
     spec = client.get("/openapi.json").json()
     media = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]

@@ -1,0 +1,73 @@
+"""Shared benchmark helpers: model builders and a real uvicorn server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build_model(arch: str, dest: Path) -> Path:
+    """``tiny``: the embedded model's architecture. ``sd15``: the full SD1.5 architecture
+    (860M-parameter UNet) from the shipped configs, with seeded random weights."""
+    from app.pipelines.embedded import build_tiny_sd15
+
+    if arch == "tiny":
+        return build_tiny_sd15(dest)
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        PNDMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from app.pipelines.families import FAMILIES
+
+    cfg = FAMILIES["sd15"].config_dir()
+    torch.manual_seed(0)
+    pipe = StableDiffusionPipeline(
+        vae=AutoencoderKL.from_config(AutoencoderKL.load_config(cfg / "vae")),
+        text_encoder=CLIPTextModel(CLIPTextConfig.from_pretrained(cfg / "text_encoder")),
+        tokenizer=CLIPTokenizer.from_pretrained(cfg / "tokenizer"),
+        unet=UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(cfg / "unet")),
+        scheduler=PNDMScheduler.from_config(PNDMScheduler.load_config(cfg / "scheduler")),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.to(torch.float16).save_pretrained(dest, safe_serialization=True)
+    return dest
+
+
+def start_server(models_dir: Path, data_dir: Path, model_id: str, threads: int,
+                  device: str):
+    port = free_port()
+    env = {**os.environ, "BILDWERK_DATA_DIR": str(data_dir),
+           "BILDWERK_MODELS_DIR": str(models_dir), "BILDWERK_DEFAULT_MODEL": model_id,
+           "BILDWERK_DEVICE": device, "BILDWERK_TORCH_THREADS": str(threads),
+           "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port),
+         "--log-level", "warning"], cwd=ROOT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("server did not start")
