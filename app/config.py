@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     max_steps: int = Field(150, ge=1)
     max_images: int = Field(8, ge=1, description="Largest num_images per request.")
     max_frames: int = Field(120, ge=1, description="Largest img2seq frame count.")
+    max_batch_pixels: int = Field(
+        2048 * 2048, ge=64 * 64,
+        description="Largest num_images x width x height of one request (work per step).")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
 
     # --- embedded default model ---------------------------------------------------------

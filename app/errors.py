@@ -114,6 +114,13 @@ class JobCancelled(BildwerkError):
         self.partial = partial
 
 
+class ClientGone(BildwerkError):
+    """The client disconnected while a synchronous request waited; nobody reads this."""
+
+    status_code = 499
+    code = "client_closed_request"
+
+
 class JobTimeout(BildwerkError):
     status_code = 504
     code = "job_timeout"
@@ -155,8 +162,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
-                415: "unsupported_media_type"}.get(exc.status_code, "http_error")
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+                413: "payload_too_large", 415: "unsupported_media_type"
+                }.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), None,
                               getattr(exc, "headers", None))
 

@@ -14,12 +14,14 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from app.errors import InvalidImage, PayloadTooLarge
 
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(;[\w=.+-]+)*;base64,", re.I)
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_WHITESPACE = re.compile(r"\s+")
 ACCEPTED_FORMATS = {"PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF"}
 
 
@@ -50,17 +52,21 @@ def image_bytes(value: str | bytes, param: str, blob_reader: Callable[[str], byt
         raise InvalidImage(f"{param} is empty", param=param)
     if _SHA256.fullmatch(text):
         try:
-            return blob_reader(text)
+            return blob_reader(text.lower())
         except Exception as exc:
             raise InvalidImage(f"{param}: no stored blob {text}", param=param) from exc
     match = _DATA_URL.match(text)
-    payload = text[match.end():] if match else text
-    try:
-        return base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidImage(
-            f"{param} is neither a data-URL, base64 nor a stored blob sha256", param=param
-        ) from exc
+    payload = _WHITESPACE.sub("", text[match.end():] if match else text)
+    payload += "=" * (-len(payload) % 4)  # tolerate stripped padding
+    for decode in (base64.b64decode, base64.urlsafe_b64decode):
+        try:
+            if decode is base64.b64decode:
+                return decode(payload, validate=True)
+            return decode(payload)
+        except (binascii.Error, ValueError):
+            continue
+    raise InvalidImage(
+        f"{param} is neither a data-URL, base64 nor a stored blob sha256", param=param)
 
 
 def decode_image(data: bytes, param: str, limits: ImageLimits) -> DecodedImage:
@@ -79,9 +85,20 @@ def decode_image(data: bytes, param: str, limits: ImageLimits) -> DecodedImage:
             img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise PayloadTooLarge(f"{param}: image is too large to decode", param=param) from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InvalidImage(f"{param}: not a decodable image ({exc})", param=param) from exc
-    return DecodedImage(image=img, raw=data, format=fmt)
+    except UnidentifiedImageError as exc:
+        raise InvalidImage(f"{param}: not a recognisable image", param=param) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InvalidImage(f"{param}: the image data is damaged ({exc})", param=param) from exc
+    return DecodedImage(image=to_8bit(img), raw=data, format=fmt)
+
+
+def to_8bit(img: Image.Image) -> Image.Image:
+    """Scale high bit-depth greyscale (16-bit PNG, 32-bit int) to 8 bits instead of letting
+    Pillow clip it at 255 on conversion."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img).astype(np.int64)
+        return Image.fromarray(np.clip(arr >> 8, 0, 255).astype(np.uint8), mode="L")
+    return img
 
 
 def _check_size(width: int, height: int, param: str, limits: ImageLimits) -> None:

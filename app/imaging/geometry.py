@@ -63,7 +63,10 @@ def paste_back(original: Image.Image, generated: Image.Image, box: Box,
     patch = generated.convert("RGB")
     if patch.size != (box.width, box.height):
         patch = patch.resize((box.width, box.height), Image.Resampling.LANCZOS)
-    canvas = original.convert("RGB").copy()
+    canvas = original.convert("RGB")
     full = canvas.copy()
     full.paste(patch, (box.left, box.top))
-    return Image.composite(full, canvas, soft_mask)
+    result = Image.composite(full, canvas, soft_mask)
+    if original.mode in ("RGBA", "LA") or "transparency" in original.info:
+        result.putalpha(original.convert("RGBA").getchannel("A"))  # alpha is never repainted
+    return result

@@ -34,7 +34,8 @@ def binary_mask(mask: Image.Image, image_size: tuple[int, int], invert: bool = F
 
 
 def _alpha_area(mask: Image.Image) -> np.ndarray | None:
-    if mask.mode in ("P", "PA") and "transparency" in mask.info or mask.mode == "PA":
+    if "transparency" in mask.info or mask.mode in ("PA", "P"):
+        # Palette and tRNS-keyed transparency only show up as alpha after conversion.
         mask = mask.convert("RGBA")
     if mask.mode not in ("RGBA", "LA"):
         return None

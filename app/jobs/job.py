@@ -14,6 +14,10 @@ from typing import Any
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
 
 
+def _finished(job: Job) -> dict:
+    raise RuntimeError(f"job {job.id} already ran")
+
+
 @dataclass
 class JobError:
     code: str
@@ -41,6 +45,7 @@ class Job:
     result: dict | None = None
     error: JobError | None = None
     _cancel: threading.Event = field(default_factory=threading.Event)
+    _state: threading.Lock = field(default_factory=threading.Lock)
     _done: asyncio.Event = field(default_factory=asyncio.Event)
     _subscribers: list[asyncio.Queue] = field(default_factory=list)
     _last_progress_emit: float = 0.0
@@ -84,15 +89,36 @@ class Job:
         """Send a custom event (e.g. ``frame``) to every SSE subscriber."""
         self._emit(event, data)
 
-    def set_running(self) -> None:
-        self.status, self.stage, self.started_at = "running", "starting", datetime.now(UTC)
+    def try_start(self) -> bool:
+        """queued -> running, unless the job was cancelled first (then False)."""
+        with self._state:
+            if self.status != "queued" or self.cancel_requested:
+                return False
+            self.status, self.stage, self.started_at = "running", "starting", datetime.now(UTC)
         self._emit("status", self.snapshot())
+        return True
+
+    def cancel_if_queued(self) -> bool:
+        """queued -> cancelled in one step, so the worker cannot start it meanwhile."""
+        with self._state:
+            if self.status != "queued":
+                return False
+            self._finish_locked("cancelled", None,
+                                JobError("cancelled", "job was cancelled", 409))
+        return True
 
     def finish(self, status: str, *, result: dict | None = None,
                error: JobError | None = None) -> None:
+        with self._state:
+            if self.finished:
+                return
+            self._finish_locked(status, result, error)
+
+    def _finish_locked(self, status: str, result: dict | None, error: JobError | None) -> None:
         self.status, self.result, self.error = status, result, error
         self.stage = status
         self.finished_at = datetime.now(UTC)
+        self.run = _finished  # drop the request's inputs (images) with the closure
         payload = self.snapshot()
         if result is not None:
             payload["result"] = result

@@ -16,7 +16,8 @@ _STOP = object()
 
 
 class JobQueue:
-    """Accepts jobs up to ``maxsize`` waiting, runs them one at a time in order.
+    """Accepts jobs while fewer than ``maxsize`` are waiting, runs them one at a time in
+    order. A job cancelled while waiting frees its place at once.
 
     ``on_cancelled_before_start`` lets the owner record jobs cancelled while waiting.
     """
@@ -27,7 +28,8 @@ class JobQueue:
         self.maxsize = maxsize
         self.retry_after_s = retry_after_s
         self.device = device
-        self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
+        self._queue: queue.Queue = queue.Queue()
+        self._waiting = 0
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._keep_finished = keep_finished
         self._lock = threading.Lock()
@@ -46,10 +48,7 @@ class JobQueue:
             return
         if self._running is not None:
             self._running.request_cancel()
-        try:
-            self._queue.put(_STOP, timeout=timeout)
-        except queue.Full:
-            pass
+        self._queue.put(_STOP)
         self._thread.join(timeout)
         self._thread = None
 
@@ -59,19 +58,19 @@ class JobQueue:
 
     @property
     def waiting(self) -> int:
-        return self._queue.qsize()
+        return self._waiting
 
     # -- API ----------------------------------------------------------------------------
     def submit(self, job: Job) -> None:
         with self._lock:
-            try:
-                self._queue.put_nowait(job)
-            except queue.Full:
+            if self._waiting >= self.maxsize:
                 raise QueueFull(
                     f"the {self.device} queue is full ({self.maxsize} jobs waiting); "
-                    "retry later", retry_after_s=self.retry_after_s) from None
+                    "retry later", retry_after_s=self.retry_after_s)
+            self._waiting += 1
             self._jobs[job.id] = job
             self._trim()
+        self._queue.put(job)
 
     def get(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
@@ -83,9 +82,9 @@ class JobQueue:
         if job.finished:
             raise Conflict(f"job {job_id} already {job.status}", param="job_id")
         job.request_cancel()
-        if job.status == "queued":
-            # The worker skips it when it comes up; report it cancelled right away.
-            job.finish("cancelled", error=JobError("cancelled", "job was cancelled", 409))
+        if job.cancel_if_queued():
+            with self._lock:
+                self._waiting -= 1
             if self._on_cancelled is not None:
                 self._on_cancelled(job)
         return job
@@ -97,11 +96,12 @@ class JobQueue:
             if item is _STOP:
                 return
             job: Job = item
-            if job.cancel_requested or job.finished:
-                continue
+            if not job.try_start():
+                continue  # cancelled while waiting; its place was freed then
+            with self._lock:
+                self._waiting -= 1
             self._running = job
             try:
-                job.set_running()
                 result = job.run(job)
                 job.finish("succeeded", result=result)
             except JobCancelled as exc:

@@ -13,11 +13,13 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy.exc import IntegrityError
+
 from app.errors import NotFound
 from app.persistence.database import Database
 from app.persistence.orm import BlobRow
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
 def is_sha256(value: str) -> bool:
@@ -33,6 +35,7 @@ class BlobStore:
     def path_for(self, sha256: str) -> Path:
         if not is_sha256(sha256):
             raise NotFound(f"blob {sha256!r} not found", param="sha256")
+        sha256 = sha256.lower()
         return self.root / sha256[:2] / sha256
 
     def put(self, data: bytes, content_type: str) -> str:
@@ -51,14 +54,18 @@ class BlobStore:
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
-        with self.db.session() as s:
-            if s.get(BlobRow, sha) is None:
-                s.add(BlobRow(sha256=sha, content_type=content_type, size=len(data),
-                              created_at=datetime.now(UTC)))
+        try:
+            with self.db.session() as s:
+                if s.get(BlobRow, sha) is None:
+                    s.add(BlobRow(sha256=sha, content_type=content_type, size=len(data),
+                                  created_at=datetime.now(UTC)))
+        except IntegrityError:
+            pass  # the same content stored by a concurrent request: same row, same file
         return sha
 
     def get(self, sha256: str) -> tuple[BlobRow, Path]:
         path = self.path_for(sha256)
+        sha256 = path.name
         with self.db.session() as s:
             row = s.get(BlobRow, sha256)
         if row is None or not path.exists():

@@ -138,14 +138,20 @@ class RecordRepository:
         if flt.status:
             query = query.where(RecordRow.status == flt.status)
         if flt.since:
-            query = query.where(RecordRow.created_at >= flt.since)
+            query = query.where(RecordRow.created_at >= self._utc(flt.since))
         if flt.until:
-            query = query.where(RecordRow.created_at < flt.until)
+            query = query.where(RecordRow.created_at < self._utc(flt.until))
         with self.db.session() as s:
             total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
             rows = s.scalars(query.order_by(RecordRow.created_at.desc(), RecordRow.id)
                              .limit(flt.limit).offset(flt.offset)).all()
             return list(rows), total
+
+    def _utc(self, when: datetime) -> datetime:
+        """Filters compare in UTC; a time without a zone is taken as UTC. SQLite stores
+        naive UTC, so it gets a naive value."""
+        when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+        return when.replace(tzinfo=None) if self.db.url.startswith("sqlite") else when
 
     def mark_unfinished_interrupted(self) -> int:
         """At startup: jobs left queued/running by a previous process can never finish."""

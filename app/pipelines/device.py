@@ -28,7 +28,6 @@ def resolve_runtime(requested: str) -> Runtime:
     if requested == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError("BILDWERK_DEVICE=cuda but no CUDA device is available")
-        # bf16 where the GPU supports it natively avoids fp16 VAE overflow; else fp16.
         return Runtime(torch.device("cuda"), torch.float16)
     if requested == "mps":
         return Runtime(torch.device("mps"), torch.float16)

@@ -50,7 +50,7 @@ class InpaintPipeline:
         )
         # 4. Paste back through the soft mask: pixels outside it stay untouched.
         reporter.stage_changed("compositing", steps_run)
-        outputs = [paste_back(image, out, box, soft_mask) for out in result.images]
+        outputs = [paste_back(args.image, out, box, soft_mask) for out in result.images]
         return GenerationOutput(images=outputs, seeds=args.seeds, width=image.width,
                                 height=image.height, mask_applied=soft_mask)
 

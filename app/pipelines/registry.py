@@ -115,8 +115,8 @@ class ModelRegistry:
                     continue
                 try:
                     entry = self._probe(model_id, path)
-                except ValueError as exc:
-                    log.info("skipping %s: %s", path, exc)
+                except Exception as exc:  # one broken model must not stop the server
+                    log.warning("skipping %s: %s", path, exc)
                     continue
                 if entry is not None:
                     entries[model_id] = entry

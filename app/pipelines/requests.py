@@ -28,6 +28,7 @@ class InpaintInput(Txt2ImgInput):
     mask_blur: int = 4
     padding: int = 32
     inpaint_area: Literal["masked", "full"] = "masked"
+    invert_mask: bool = False  # already applied to ``mask``; kept for the record
 
 
 @dataclass

@@ -29,6 +29,7 @@ class SchedulerSpec:
     cls: type[SchedulerMixin]
     options: dict = field(default_factory=dict)
     description: str = ""
+    max_steps: int | None = None
 
 
 SCHEDULERS: dict[str, SchedulerSpec] = {
@@ -42,7 +43,8 @@ SCHEDULERS: dict[str, SchedulerSpec] = {
     "lms": SchedulerSpec(LMSDiscreteScheduler, {}, "LMS"),
     "heun": SchedulerSpec(HeunDiscreteScheduler, {}, "Heun"),
     "unipc": SchedulerSpec(UniPCMultistepScheduler, {}, "UniPC"),
-    "lcm": SchedulerSpec(LCMScheduler, {}, "LCM (for LCM-distilled models or LoRAs)"),
+    "lcm": SchedulerSpec(LCMScheduler, {}, "LCM (for LCM-distilled models or LoRAs)",
+                         max_steps=50),
 }
 DEFAULT_SCHEDULER = "euler_a"
 SCHEDULER_NAMES = tuple(SCHEDULERS)

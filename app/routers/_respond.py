@@ -46,7 +46,7 @@ async def job_response(request: Request, accepted: Accepted, jobs: JobService,
         return JSONResponse(
             jsonable_encoder(JobService.job_status(job)), status_code=202,
             headers={"Location": f"/jobs/{job.id}", "Preference-Applied": RESPOND_ASYNC})
-    result = await jobs.wait_result(job, timeout)
+    result = await jobs.wait_result(job, timeout, request.is_disconnected)
     images = result.get("images") or result.get("frames") or []
     if wants_png(request) and images:
         first = images[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from fastapi import APIRouter, Request
+from fastapi.encoders import jsonable_encoder
 from sse_starlette import EventSourceResponse
 
 from app.deps import JobsDep
@@ -32,18 +33,18 @@ async def job_events(job_id: str, request: Request, jobs: JobsDep) -> EventSourc
 
     async def stream():
         if job is None or job.finished:
-            yield {"event": status["status"], "data": json.dumps(status, default=str)}
+            yield {"event": status["status"], "data": json.dumps(jsonable_encoder(status))}
             return
         queue = job.subscribe()
         try:
             yield {"event": "status", "data": json.dumps(job.snapshot())}
             if job.finished:  # finished between the check and the subscription
                 yield {"event": job.status,
-                       "data": json.dumps(jobs.job_status(job), default=str)}
+                       "data": json.dumps(jsonable_encoder(jobs.job_status(job)))}
                 return
             while True:
                 event, data = await queue.get()
-                yield {"event": event, "data": json.dumps(data, default=str)}
+                yield {"event": event, "data": json.dumps(jsonable_encoder(data))}
                 if event in ("succeeded", "failed", "cancelled", "interrupted"):
                     return
                 if await request.is_disconnected():

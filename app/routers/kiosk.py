@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
@@ -29,7 +29,7 @@ router = APIRouter(tags=["compatibility"])
                                           _429="Queue full; see `Retry-After`.")})
 async def kiosk_inpainting(body: Annotated[KioskInpaintRequest,
                                            Body(openapi_examples=KIOSK_EXAMPLES)],
-                           generation: GenerationDep,
+                           http_request: Request, generation: GenerationDep,
                            jobs: JobsDep, blobs: BlobsDep, settings: SettingsDep,
                            client: ClientDep) -> Response:
     """Inpaint like the kiosk's original server: crop the painted region with padding,
@@ -39,12 +39,14 @@ async def kiosk_inpainting(body: Annotated[KioskInpaintRequest,
             "model 1 (DALL·E) needs the OpenAI provider, which this server does not have "
             "configured yet; send model 0 for the local model", param="model")
     request = InpaintRequest(prompt=body.prompt, image=body.image, mask=body.mask,
-                             guidance_scale=body.guidance_scale or 7.0,
+                             guidance_scale=7.0 if body.guidance_scale is None
+                             else body.guidance_scale,
                              inpaint_area="masked")
     loop = asyncio.get_running_loop()
     accepted = await run_in_threadpool(generation.accept_inpaint, request, loop, client,
                                        "inpainting")
-    result = await jobs.wait_result(accepted.job, settings.sync_timeout_s)
+    result = await jobs.wait_result(accepted.job, settings.sync_timeout_s,
+                                    http_request.is_disconnected)
     first = result["images"][0]
     return Response(blobs.read(first["sha256"]), media_type="image/png",
                     headers={"X-Bildwerk-Record-Id": accepted.record_id})

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from app.pipelines.schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
+from app.schemas.base import RequestModel
 
 SchedulerName = Literal[SCHEDULER_NAMES]  # type: ignore[valid-type]
 MAX_SEED = 2**32 - 1
@@ -26,10 +27,8 @@ EXAMPLE_MASK = (
 )
 
 
-class GenerationParams(BaseModel):
+class GenerationParams(RequestModel):
     """Parameters shared by txt2img and inpaint."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     prompt: str = Field(..., min_length=1, max_length=4000,
                         description="What to draw.", examples=["a lighthouse at dusk"])
@@ -77,7 +76,7 @@ class InpaintRequest(GenerationParams):
         "paste back. full: process the whole image.")
 
 
-class KioskInpaintRequest(BaseModel):
+class KioskInpaintRequest(RequestModel):
     """The museum kiosk's existing body, unchanged (POST /inpainting/)."""
 
     prompt: str = Field(..., min_length=1, max_length=4000)

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.imaging.packaging import PACKAGE_KINDS
 from app.pipelines.schedulers import DEFAULT_SCHEDULER
+from app.schemas.base import RequestModel
 from app.schemas.generation import EXAMPLE_IMAGE, MAX_SEED, SchedulerName
 
 FloatSchedule = float | list[float] | dict[int, float]
@@ -26,10 +27,8 @@ class Motion(BaseModel):
     rotate: FloatSchedule = Field(0.0, description="Degrees per frame, counter-clockwise.")
 
 
-class Img2SeqRequest(BaseModel):
+class Img2SeqRequest(RequestModel):
     """One init image into an ordered sequence of frames."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     image: str = Field(..., description="Init image: a data-URL, raw base64, or a blob sha256.")
     prompt: str | None = Field(None, min_length=1, max_length=4000,

@@ -31,7 +31,7 @@ class GenerationService:
         entry = self._check(req)
         width = req.width or entry.native_resolution
         height = req.height or entry.native_resolution
-        self.jobs.check_size(width, height)
+        self.jobs.check_size(width, height, req.num_images)
         args = Txt2ImgInput(prompt=req.prompt, negative_prompt=req.negative_prompt,
                             width=width, height=height, steps=req.steps,
                             guidance_scale=req.guidance_scale, seeds=self._seeds(req),
@@ -45,17 +45,21 @@ class GenerationService:
         mask_in = self.jobs.decode(req.mask, "mask")
         mask = binary_mask(mask_in.image, image.image.size, invert=req.invert_mask)
         width, height = self._inpaint_size(req, entry, image)
+        self.jobs.check_size(width, height, req.num_images)
+        self.jobs.check_strength(req.steps, req.strength)
         args = InpaintInput(
             prompt=req.prompt, negative_prompt=req.negative_prompt, width=width, height=height,
             steps=req.steps, guidance_scale=req.guidance_scale, seeds=self._seeds(req),
             scheduler=req.scheduler, image=image.image, mask=mask, strength=req.strength,
-            mask_blur=req.mask_blur, padding=req.padding, inpaint_area=req.inpaint_area)
+            mask_blur=req.mask_blur, padding=req.padding, inpaint_area=req.inpaint_area,
+            invert_mask=req.invert_mask)
         inputs = {"input_image_sha256": self.jobs.store(image),
                   "mask_sha256": self.jobs.store(mask_in)}
         return self._submit(endpoint, entry, args, loop, client, inputs)
 
     def _check(self, req: GenerationParams) -> ModelEntry:
         self.jobs.check_steps(req.steps)
+        self.jobs.check_scheduler(req.scheduler, req.steps)
         if req.num_images > self.jobs.settings.max_images:
             raise InvalidInput(f"num_images must be at most {self.jobs.settings.max_images}",
                                param="num_images")

@@ -3,7 +3,10 @@ that is no longer held in memory (or ran before a restart) is answered from its 
 
 from __future__ import annotations
 
-from app.errors import BildwerkError, Conflict, JobTimeout, NotFound
+import time
+from collections.abc import Awaitable, Callable
+
+from app.errors import BildwerkError, ClientGone, Conflict, JobTimeout, NotFound
 from app.jobs.job import Job
 from app.jobs.queue import JobQueue
 from app.persistence.orm import RecordRow
@@ -119,12 +122,18 @@ class JobService:
         return self.job_status(self.queue.cancel(job_id))
 
     @staticmethod
-    async def wait_result(job: Job, timeout: float) -> dict:
-        """Wait for ``job`` and return its result, or raise its error."""
-        if not await job.wait(timeout):
-            raise JobTimeout(
-                f"job {job.id} is still {job.status} after {timeout:.0f}s; "
-                f"follow it at /jobs/{job.id}", param=None)
+    async def wait_result(job: Job, timeout: float,
+                          disconnected: Callable[[], Awaitable[bool]] | None = None) -> dict:
+        """Wait for ``job`` and return its result, or raise its error. Stops waiting when
+        ``disconnected()`` says the client left (the job itself goes on, recorded)."""
+        deadline = time.monotonic() + timeout
+        while not await job.wait(min(1.0, max(0.0, deadline - time.monotonic()))):
+            if disconnected is not None and await disconnected():
+                raise ClientGone(f"client left while job {job.id} was {job.status}")
+            if time.monotonic() >= deadline:
+                raise JobTimeout(
+                    f"job {job.id} is still {job.status} after {timeout:.0f}s; "
+                    f"follow it at /jobs/{job.id}", param=None)
         if job.status == "succeeded" and job.result is not None:
             return job.result
         if job.status == "cancelled" and job.result is not None:

@@ -40,12 +40,14 @@ class SequenceService:
         if req.frames > settings.max_frames:
             raise InvalidInput(f"frames must be at most {settings.max_frames}", param="frames")
         self.jobs.check_steps(req.steps)
+        self.jobs.check_scheduler(req.scheduler, req.steps)
         entry = self.jobs.resolve(req.model)
         prompts = req.prompt_schedule or {0: req.prompt or ""}
         check_keyframes(prompts, req.frames, "prompt_schedule")
         strengths = expand(req.strength, req.frames, "strength")
         if any(not 0.0 < s <= 1.0 for s in strengths):
             raise InvalidInput("every strength must lie in (0, 1]", param="strength")
+        self.jobs.check_strength(req.steps, min(strengths))
         image = self.jobs.decode(req.image, "image")
         width = req.width or round_to_multiple(image.image.width)
         height = req.height or round_to_multiple(image.image.height)

@@ -38,6 +38,7 @@ from app.persistence.blobs import BlobStore
 from app.persistence.records import NewRecord, OutputImage, RecordRepository
 from app.pipelines.device import free_memory
 from app.pipelines.registry import ModelEntry, ModelRegistry
+from app.pipelines.schedulers import SCHEDULERS
 from app.schemas.generation import MAX_SEED
 
 log = logging.getLogger("bildwerk.jobs")
@@ -92,12 +93,29 @@ class JobSubmitter:
             raise InvalidInput(f"steps must be at most {self.settings.max_steps}",
                                param="steps")
 
-    def check_size(self, width: int, height: int) -> None:
+    def check_size(self, width: int, height: int, images: int = 1) -> None:
         s = self.settings
         if max(width, height) > s.max_width or width * height > s.max_pixels:
             raise PayloadTooLarge(
                 f"{width}x{height} exceeds the limit of {s.max_width}px per side and "
                 f"{s.max_pixels} pixels", param="width")
+        if images * width * height > s.max_batch_pixels:
+            raise PayloadTooLarge(
+                f"{images} images of {width}x{height} exceed the batch budget of "
+                f"{s.max_batch_pixels} pixels (BILDWERK_MAX_BATCH_PIXELS)", param="num_images")
+
+    def check_scheduler(self, scheduler: str, steps: int) -> None:
+        limit = SCHEDULERS[scheduler].max_steps
+        if limit is not None and steps > limit:
+            raise InvalidInput(f"scheduler {scheduler} runs at most {limit} steps",
+                               param="steps")
+
+    @staticmethod
+    def check_strength(steps: int, strength: float, param: str = "strength") -> None:
+        if int(steps * strength) < 1:
+            raise InvalidInput(
+                f"steps x strength must be at least 1 (got {steps} x {strength}): raise "
+                "strength or steps", param=param)
 
     def resolve(self, model: str | None) -> ModelEntry:
         return self.registry.resolve(model)
@@ -149,41 +167,37 @@ class JobSubmitter:
             with torch.inference_mode():
                 done = body(ctx)
         except JobCancelled as exc:
-            partial: Finished | None = exc.partial
-            self._end(job, "cancelled", exc, ctx, partial.seeds if partial else seeds,
-                      partial.outputs if partial else [])
-            if partial is not None:
-                exc.partial = self._with_timings(partial, ctx, "cancelled")
-            raise
+            ended: tuple[str, BildwerkError] = ("cancelled", exc)
         except BildwerkError as exc:
-            self._end(job, "failed", exc, ctx, seeds)
-            raise
-        except torch.cuda.OutOfMemoryError as exc:
+            ended = ("failed", exc)
+        except torch.cuda.OutOfMemoryError:
             err = GenerationFailed("the device ran out of memory; try fewer or smaller images")
             err.code = "out_of_memory"
-            self._end(job, "failed", err, ctx, seeds)
-            raise err from exc
+            ended = ("failed", err)
         except Exception as exc:
             log.exception("job %s failed", job.id)
-            err = GenerationFailed(f"generation failed: {exc}")
-            self._end(job, "failed", err, ctx, seeds)
-            raise err from exc
-        result = self._with_timings(done, ctx, "succeeded")
-        self.records.finish(job.record_id, status="succeeded", seeds=done.seeds,
-                            timings=ctx.timings, prompt_used=done.prompt_used,
-                            outputs=done.outputs,
-                            mask_applied_sha256=done.mask_applied_sha256)
-        return result
+            ended = ("failed", GenerationFailed(f"generation failed: {exc}"))
+        else:
+            result = self._with_timings(done, ctx, "succeeded")
+            self.records.finish(job.record_id, status="succeeded", seeds=done.seeds,
+                                timings=ctx.timings, prompt_used=done.prompt_used,
+                                outputs=done.outputs,
+                                mask_applied_sha256=done.mask_applied_sha256)
+            return result
+        # Out of the except block, so the traceback no longer pins activations.
+        status, error = ended
+        free_memory(self.registry.runtime)
+        partial: Finished | None = getattr(error, "partial", None)
+        ctx.timings["total_s"] = round(time.perf_counter() - ctx.accepted_at, 4)
+        self.records.finish(job.record_id, status=status,
+                            seeds=partial.seeds if partial else seeds, timings=ctx.timings,
+                            outputs=partial.outputs if partial else [],
+                            error_code=error.code, error_message=error.message)
+        if partial is not None:
+            error.partial = self._with_timings(partial, ctx, status)
+        raise error
 
     @staticmethod
     def _with_timings(done: Finished, ctx: RunContext, status: str) -> dict:
         ctx.timings["total_s"] = round(time.perf_counter() - ctx.accepted_at, 4)
         return {**done.result, "status": status, "timings": ctx.timings}
-
-    def _end(self, job: Job, status: str, exc: BildwerkError, ctx: RunContext,
-             seeds: list[int], outputs: list[OutputImage] = ()) -> None:  # type: ignore[assignment]
-        free_memory(self.registry.runtime)
-        ctx.timings["total_s"] = round(time.perf_counter() - ctx.accepted_at, 4)
-        self.records.finish(job.record_id, status=status, seeds=seeds, timings=ctx.timings,
-                            outputs=list(outputs), error_code=exc.code,
-                            error_message=exc.message)
