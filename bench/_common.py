@@ -71,3 +71,34 @@ def start_server(models_dir: Path, data_dir: Path, model_id: str, threads: int,
             time.sleep(0.2)
     proc.kill()
     raise RuntimeError("server did not start")
+
+
+def add_common_args(parser, default_out: Path) -> None:
+    """Arguments every benchmark takes."""
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--scheduler", default="euler_a")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--arch", default="tiny", choices=["tiny", "sd15"])
+    parser.add_argument("--out", type=Path, default=default_out)
+
+
+def machine_info(args) -> dict:
+    import platform
+
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "cpus": os.cpu_count(), "threads": args.threads, "device": args.device,
+            "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None}
+
+
+def write_result(path: Path, result: dict) -> None:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+

@@ -15,9 +15,6 @@ from __future__ import annotations
 import argparse
 import base64
 import io
-import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -30,22 +27,21 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import build_model, start_server  # noqa: E402
+from bench._common import (  # noqa: E402
+    add_common_args,
+    build_model,
+    machine_info,
+    start_server,
+    write_result,
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_args(parser, ROOT / "bench" / "results" / "img2seq.json")
     parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--strength", type=float, default=0.5)
-    parser.add_argument("--scheduler", default="euler_a")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--arch", default="tiny", choices=["tiny", "sd15"])
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "img2seq.json")
+    parser.set_defaults(runs=7, warmup=2)
     args = parser.parse_args()
 
     import numpy as np
@@ -117,8 +113,7 @@ def main() -> None:
     raw_med, http_med = statistics.median(raw), statistics.median(http)
     result = {
         "benchmark": "img2seq", "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                    "cpus": os.cpu_count(), "threads": args.threads, "device": args.device},
+        "machine": machine_info(args),
         "params": {"arch": args.arch, "frames": args.frames, "size": args.size,
                    "steps": args.steps, "strength": args.strength,
                    "scheduler": args.scheduler, "runs": args.runs, "warmup": args.warmup},
@@ -128,8 +123,7 @@ def main() -> None:
         "raw_s_per_frame": [round(x, 5) for x in raw],
         "http_s_per_frame": [round(x, 5) for x in http],
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_result(args.out, result)
     print(f"raw img2img x{args.frames}  median {raw_med * 1000:8.1f} ms/frame  (n={args.runs})")
     print(f"HTTP /img2seq     median {http_med * 1000:8.1f} ms/frame  (n={args.runs})")
     print(f"ratio {result['ratio']:.4f}  -> {args.out}")

@@ -13,9 +13,6 @@ Prints a summary and writes JSON to bench/results/overhead.json (or --out).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -28,20 +25,19 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import build_model, start_server  # noqa: E402
+from bench._common import (  # noqa: E402
+    add_common_args,
+    build_model,
+    machine_info,
+    start_server,
+    write_result,
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--scheduler", default="euler_a")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--arch", default="tiny", choices=["tiny", "sd15"])
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "overhead.json")
+    add_common_args(parser, ROOT / "bench" / "results" / "overhead.json")
+    parser.set_defaults(runs=30, warmup=3)
     args = parser.parse_args()
 
     import torch
@@ -104,9 +100,7 @@ def main() -> None:
     raw_med, http_med = statistics.median(raw), statistics.median(http)
     result = {
         "benchmark": "overhead", "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                    "cpus": os.cpu_count(), "threads": args.threads, "device": args.device,
-                    "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None},
+        "machine": machine_info(args),
         "params": {"arch": args.arch, "size": args.size, "steps": args.steps,
                    "scheduler": args.scheduler, "runs": args.runs, "warmup": args.warmup},
         "raw_median_s": round(raw_med, 5), "http_median_s": round(http_med, 5),
@@ -115,8 +109,7 @@ def main() -> None:
         "raw_s": [round(x, 5) for x in raw], "http_s": [round(x, 5) for x in http],
         "last_server_timings": server_timings,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_result(args.out, result)
     print(f"raw diffusers  median {raw_med * 1000:8.1f} ms  (n={args.runs})")
     print(f"HTTP /txt2img  median {http_med * 1000:8.1f} ms  (n={args.runs})")
     print(f"ratio {result['ratio']:.4f}  overhead {result['overhead_median_ms']:.1f} ms  "

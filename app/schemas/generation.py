@@ -123,8 +123,8 @@ class BlobRef(BaseModel):
     url: str
 
 
-class GenerationResult(BaseModel):
-    """A finished generation."""
+class ResultBase(BaseModel):
+    """What every generation result says about its job."""
 
     job_id: str
     record_id: str
@@ -132,6 +132,11 @@ class GenerationResult(BaseModel):
     endpoint: str
     provider: str
     model: str
+
+
+class GenerationResult(ResultBase):
+    """A finished txt2img or inpaint generation."""
+
     images: list[ImageOut]
     prompt: str
     negative_prompt: str

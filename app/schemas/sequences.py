@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from app.imaging.packaging import PACKAGE_KINDS
 from app.pipelines.schedulers import DEFAULT_SCHEDULER
 from app.schemas.base import RequestModel
-from app.schemas.generation import EXAMPLE_IMAGE, MAX_SEED, SchedulerName
+from app.schemas.generation import EXAMPLE_IMAGE, MAX_SEED, ResultBase, SchedulerName
 
 FloatSchedule = float | list[float] | dict[int, float]
 PackageKind = Literal[PACKAGE_KINDS]  # type: ignore[valid-type]
@@ -111,13 +111,9 @@ class PackageOut(BaseModel):
     size: int
 
 
-class Img2SeqResult(BaseModel):
-    job_id: str
-    record_id: str
-    status: str
-    endpoint: str
-    provider: str
-    model: str
+class Img2SeqResult(ResultBase):
+    """A finished (or, with status cancelled, partial) image sequence."""
+
     frames: list[FrameOut]
     packages: list[PackageOut]
     fps: int
