@@ -17,10 +17,13 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to bind."),
     uvicorn.run("app.main:app", host=host, port=port, log_level=log_level)
 
 
-@cli.command("models")
-def list_models() -> None:
-    """List the models the registry discovers (builds the embedded one if missing)."""
+models_cli = typer.Typer(help="Inspect and merge models.", no_args_is_help=True)
+cli.add_typer(models_cli, name="models")
+
+
+def _registry():
     from app.config import Settings
+    from app.pipelines.adapters import LoraCatalog
     from app.pipelines.device import resolve_runtime
     from app.pipelines.registry import ModelRegistry
 
@@ -29,10 +32,49 @@ def list_models() -> None:
                              settings.embedded_dir / settings.embedded_model_id,
                              settings.embedded_model_id, resolve_runtime("cpu"),
                              settings.default_model)
-    for entry in registry.refresh():
+    registry.refresh()
+    loras = LoraCatalog(settings.models_dir)
+    loras.refresh()
+    return registry, loras
+
+
+@models_cli.command("list")
+def list_models() -> None:
+    """List the models the registry discovers (builds the embedded one if missing)."""
+    registry, _ = _registry()
+    for entry in registry.list():
         mark = "*" if entry.id == registry.default_id else " "
         typer.echo(f"{mark} {entry.id:30s} {entry.family:5s} {entry.variant:8s} "
                    f"{entry.native_resolution}px {entry.format}")
+
+
+@models_cli.command("merge")
+def merge_models(
+    a: str = typer.Argument(..., help="Model id of A."),
+    b: str = typer.Argument(..., help="Model id of B."),
+    name: str = typer.Option(..., help="Id of the new model (<name>.safetensors)."),
+    method: str = typer.Option("weighted_sum", help="weighted_sum or add_difference."),
+    alpha: float = typer.Option(0.5, help="Weight of B (or of B - C)."),
+    c: str = typer.Option(None, help="Model id of C for add_difference."),
+    lora: list[str] = typer.Option([], help="LoRA to fuse, as NAME or NAME:WEIGHT."),
+) -> None:
+    """Merge checkpoints of one family into MODELS_DIR/<name>.safetensors."""
+    from app.errors import BildwerkError
+    from app.pipelines.merge import merge
+    from app.schemas.models import MergeRequest
+    from app.services.models import ModelService
+
+    registry, loras = _registry()
+    refs = [{"name": item.split(":")[0], "weight": float(item.split(":")[1])}
+            if ":" in item else {"name": item} for item in lora]
+    try:
+        req = MergeRequest(a=a, b=b, c=c, method=method, alpha=alpha, name=name, loras=refs)
+        spec = ModelService(registry, loras, None, 0).merge_spec(req)  # type: ignore[arg-type]
+        path = merge(spec, registry.models_dir)
+    except BildwerkError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"wrote {path}")
 
 
 def main() -> None:

@@ -54,6 +54,12 @@ class Settings(BaseSettings):
         description="Largest num_images x width x height of one request (work per step).")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
 
+    # --- model memory ------------------------------------------------------------------
+    memory_budget_mb: int | None = Field(
+        None, ge=1, description="Memory for resident models: VRAM on CUDA, RAM on the CPU. "
+        "Default: 90% of VRAM, or half the RAM. Least-recently-used models are evicted.")
+    max_resident_loras: int = Field(8, ge=1, description="LoRA adapters kept loaded per model.")
+
     # --- embedded default model ---------------------------------------------------------
     embedded_model_id: str = "bildwerk-tiny"
 

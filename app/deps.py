@@ -14,6 +14,7 @@ from app.persistence.records import RecordRepository
 from app.pipelines.registry import ModelRegistry
 from app.services.generation import GenerationService
 from app.services.jobs import JobService
+from app.services.models import ModelService
 from app.services.sequences import SequenceService
 
 
@@ -49,6 +50,10 @@ def get_sequences(request: Request) -> SequenceService:
     return _state(request).sequences
 
 
+def get_models(request: Request) -> ModelService:
+    return _state(request).models
+
+
 def get_jobs(request: Request) -> JobService:
     return _state(request).jobs
 
@@ -66,4 +71,5 @@ BlobsDep = Annotated[BlobStore, Depends(get_blobs)]
 GenerationDep = Annotated[GenerationService, Depends(get_generation)]
 SequencesDep = Annotated[SequenceService, Depends(get_sequences)]
 JobsDep = Annotated[JobService, Depends(get_jobs)]
+ModelsDep = Annotated[ModelService, Depends(get_models)]
 ClientDep = Annotated[dict, Depends(client_info)]

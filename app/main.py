@@ -20,12 +20,15 @@ from app.limits import BodySizeLimit
 from app.persistence.blobs import BlobStore
 from app.persistence.database import Database
 from app.persistence.records import RecordRepository
+from app.pipelines.adapters import LoraCatalog
 from app.pipelines.device import resolve_runtime
+from app.pipelines.hashes import HashCache
 from app.pipelines.registry import ModelRegistry
 from app.routers import blobs, generation, health, jobs, kiosk, models, records, sequences
 from app.schemas.errors import COMMON_ERRORS
 from app.services.generation import GenerationService
 from app.services.jobs import JobService
+from app.services.models import ModelService
 from app.services.sequences import SequenceService
 from app.services.submission import JobSubmitter
 
@@ -64,10 +67,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.warning("marked %d unfinished job(s) from a previous run as interrupted", stale)
     blob_store = BlobStore(settings.blobs_dir, db)
     runtime = resolve_runtime(settings.device)
-    registry = ModelRegistry(settings.models_dir,
-                             settings.embedded_dir / settings.embedded_model_id,
-                             settings.embedded_model_id, runtime, settings.default_model)
+    registry = ModelRegistry(
+        settings.models_dir, settings.embedded_dir / settings.embedded_model_id,
+        settings.embedded_model_id, runtime, settings.default_model,
+        budget_bytes=settings.memory_budget_mb * 2**20 if settings.memory_budget_mb else None,
+        hash_cache=HashCache(settings.data_dir / "model_hashes.json"))
+    loras = LoraCatalog(settings.models_dir, max_resident=settings.max_resident_loras)
+    registry.on_unload.append(lambda model_id, loaded: loras.forget_model(model_id,
+                                                                          loaded.main))
     await asyncio.to_thread(registry.refresh)
+    await asyncio.to_thread(loras.refresh)
 
     def record_cancelled(job: Job) -> None:
         record_repo.finish(job.record_id, status="cancelled", error_code="cancelled",
@@ -79,10 +88,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state = app.state
     state.db, state.records, state.blobs, state.registry, state.queue = (
         db, record_repo, blob_store, registry, queue)
-    submitter = JobSubmitter(settings, registry, queue, record_repo, blob_store)
+    submitter = JobSubmitter(settings, registry, queue, record_repo, blob_store, loras)
+    state.loras = loras
     state.generation = GenerationService(submitter)
     state.sequences = SequenceService(submitter)
     state.jobs = JobService(queue, record_repo)
+    state.models = ModelService(registry, loras, queue, settings.sync_timeout_s)
     log.info("bildwerk ready on %s (%s); default model %s", runtime.name, runtime.dtype,
              registry.default_id)
     try:

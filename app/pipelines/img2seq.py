@@ -19,7 +19,7 @@ from app.imaging.motion import MotionStep, apply_motion
 from app.pipelines.progress import StepReporter
 from app.pipelines.registry import LoadedModel
 from app.pipelines.schedules import bracket
-from app.pipelines.txt2img import make_generators
+from app.pipelines.txt2img import diffusers_clip_skip, make_generators
 
 
 @dataclass
@@ -38,6 +38,9 @@ class SequenceInput:
     mode: Literal["loopback", "independent"]
     motion: list[MotionStep] | None = None
     color_coherence: bool = False
+    loras: list[tuple[str, float]] = field(default_factory=list)
+    vae: str | None = None
+    clip_skip: int = 1
 
 
 @dataclass
@@ -70,14 +73,15 @@ class _Embeddings:
 class Img2SeqPipeline:
     """Runs one sequence. ``__call__`` reads as numbered steps."""
 
-    def __init__(self, model: LoadedModel) -> None:
+    def __init__(self, model: LoadedModel, vae=None) -> None:
         self.model = model
+        self.vae = vae
 
     def __call__(self, args: SequenceInput, reporter: StepReporter,
                  on_frame: Callable[[FrameResult], None],
                  on_frame_start: Callable[[int], None] | None = None) -> None:
         # 1. One pipeline object for the whole sequence, with its own scheduler.
-        pipe = self.model.request_pipeline("img2img", args.scheduler)
+        pipe = self.model.request_pipeline("img2img", args.scheduler, vae=self.vae)
         # 2. Encode every keyframe prompt once.
         reporter.stage_changed("encoding")
         embeds = self._encode(pipe, args)
@@ -121,7 +125,8 @@ class Img2SeqPipeline:
             encoded = pipe.encode_prompt(
                 prompt=args.prompts[key], device=pipe._execution_device,
                 num_images_per_prompt=1, do_classifier_free_guidance=cfg,
-                negative_prompt=args.negative_prompt or None)
+                negative_prompt=args.negative_prompt or None,
+                clip_skip=diffusers_clip_skip(args.clip_skip))
             names = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
                      "negative_pooled_prompt_embeds")
             embeds.by_key[key] = {n: v for n, v in zip(names, encoded, strict=False)

@@ -16,14 +16,15 @@ from app.imaging.masks import blur_mask
 from app.pipelines.progress import StepReporter
 from app.pipelines.registry import LoadedModel
 from app.pipelines.requests import GenerationOutput, InpaintInput
-from app.pipelines.txt2img import make_generators
+from app.pipelines.txt2img import diffusers_clip_skip, make_generators
 
 
 class InpaintPipeline:
     """Runs one inpaint request. ``__call__`` reads as numbered steps."""
 
-    def __init__(self, model: LoadedModel) -> None:
+    def __init__(self, model: LoadedModel, vae=None) -> None:
         self.model = model
+        self.vae = vae
 
     def __call__(self, args: InpaintInput, reporter: StepReporter) -> GenerationOutput:
         image = args.image.convert("RGB")
@@ -36,7 +37,7 @@ class InpaintPipeline:
         crop_mask = soft_mask.crop(box.as_tuple()).resize((args.width, args.height),
                                                           Image.Resampling.LANCZOS)
         # 3. Denoise the region.
-        pipe = self.model.request_pipeline("inpaint", args.scheduler)
+        pipe = self.model.request_pipeline("inpaint", args.scheduler, vae=self.vae)
         steps_run = max(1, int(args.steps * args.strength))
         reporter.total = steps_run
         reporter.stage_changed("denoising")
@@ -47,6 +48,7 @@ class InpaintPipeline:
             strength=args.strength, num_inference_steps=args.steps,
             guidance_scale=args.guidance_scale, generator=make_generators(args.seeds),
             callback_on_step_end=reporter.on_step_end,
+            clip_skip=diffusers_clip_skip(args.clip_skip),
         )
         # 4. Paste back through the soft mask: pixels outside it stay untouched.
         reporter.stage_changed("compositing", steps_run)

@@ -1,28 +1,32 @@
-"""The model registry: discovers checkpoints, probes what they are, loads them once.
+"""The model registry: discovers checkpoints, probes what they are, loads them within a
+memory budget.
 
-Discovery covers ``BILDWERK_MODELS_DIR`` (diffusers folders and single-file
-``.safetensors`` checkpoints) plus the embedded default model. A loaded checkpoint holds
-one set of weights; its txt2img, img2img and inpaint pipelines are made from it with
-``from_pipe`` and share every component.
+Discovery covers ``BILDWERK_MODELS_DIR`` (diffusers folders, single-file ``.safetensors``
+and ``.ckpt`` checkpoints; VAEs under ``vae/`` and LoRAs under ``loras/``) plus the
+embedded default model. A loaded checkpoint holds one set of weights; its txt2img,
+img2img and inpaint pipelines are made from it with ``from_pipe`` and share every
+component. Loaded models are kept least-recently-used first within the budget (VRAM on
+CUDA, RAM on the CPU) and evicted whole.
 
-Thread-safety: models are loaded and run only on the device worker thread (one job at a
-time per device), so pipelines are never mutated by two jobs at once. Listing is safe
-from any thread.
+Thread-safety: models are loaded, run and evicted only on the device worker thread (one
+job at a time per device), so pipelines are never mutated by two jobs at once. Listing
+is safe from any thread.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from diffusers import DiffusionPipeline
 
-from app.errors import InvalidInput, ModelLoadFailed
+from app.errors import BildwerkError, InvalidInput, ModelLoadFailed
 from app.pipelines.device import Runtime, free_memory
 from app.pipelines.embedded import EMBEDDED_DESCRIPTION, ensure_embedded_model, is_embedded
 from app.pipelines.families import (
@@ -33,11 +37,21 @@ from app.pipelines.families import (
     probe_single_file,
     sidecar_config,
 )
+from app.pipelines.hashes import HashCache
+from app.pipelines.memory import pipeline_bytes
 from app.pipelines.schedulers import build_scheduler
+from app.pipelines.vaes import VAE_DIR_NAMES, VaeCache, VaeEntry, check_vae, discover_vaes
 
 log = logging.getLogger("bildwerk.registry")
 
 Task = Literal["txt2img", "img2img", "inpaint"]
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
+RESERVED_DIRS = {*VAE_DIR_NAMES, "loras", "lora", "Lora"}
+
+
+class MemoryBudgetExceeded(BildwerkError):
+    status_code = 503
+    code = "memory_budget_exceeded"
 
 
 @dataclass
@@ -54,6 +68,7 @@ class ModelEntry:
     size_bytes: int
     embedded: bool = False
     description: str = ""
+    context_dim: int | None = None  # the UNet's cross-attention width (768, 1024, 2048 …)
 
     @property
     def family_spec(self) -> Family:
@@ -64,10 +79,18 @@ class ModelEntry:
 class LoadedModel:
     entry: ModelEntry
     pipelines: dict[Task, DiffusionPipeline] = field(default_factory=dict)
+    resident_bytes: int = 0
+    load_seconds: float = 0.0
 
-    def request_pipeline(self, task: Task, scheduler: str) -> DiffusionPipeline:
+    @property
+    def main(self) -> DiffusionPipeline:
+        return next(iter(self.pipelines.values()))
+
+    def request_pipeline(self, task: Task, scheduler: str,
+                         vae=None) -> DiffusionPipeline:
         """A pipeline object for one request: shares all weights, owns its scheduler and
-        its per-call state (interrupt flag, callbacks)."""
+        its per-call state (interrupt flag, callbacks); ``vae`` swaps in another VAE for
+        this request only."""
         base = self.pipelines.get(task)
         if base is None:
             raise InvalidInput(
@@ -75,13 +98,53 @@ class LoadedModel:
                 param="model")
         pipe = copy.copy(base)
         pipe.scheduler = build_scheduler(scheduler, base.scheduler.config)
+        if vae is not None:
+            pipe.vae = vae
         return pipe
 
 
 def _is_sidecar(path: Path) -> bool:
     """``<name>.config/`` next to ``<name>.safetensors`` holds that file's configs."""
-    return path.is_dir() and path.name.endswith(SIDECAR_SUFFIX) and \
-        path.with_name(path.name.removesuffix(SIDECAR_SUFFIX) + ".safetensors").exists()
+    if not (path.is_dir() and path.name.endswith(SIDECAR_SUFFIX)):
+        return False
+    stem = path.name.removesuffix(SIDECAR_SUFFIX)
+    return any(path.with_name(stem + s).exists() for s in CHECKPOINT_SUFFIXES)
+
+
+_FAMILY_CONTEXT = {"sd15": 768, "sd21": 1024, "sdxl": 2048}
+
+
+def config_source(entry: ModelEntry) -> Path:
+    """Where a checkpoint's diffusers configs live: its folder, its sidecar, or the
+    configs shipped for its family."""
+    if entry.format == "diffusers":
+        return entry.path
+    return sidecar_config(entry.path) or entry.family_spec.config_dir()
+
+
+def load_pipeline(entry: ModelEntry, runtime: Runtime) -> DiffusionPipeline:
+    """Load a checkpoint's main pipeline (txt2img, or inpaint for inpaint variants) onto
+    the runtime's device and dtype, offline, through the same code path for every use."""
+    family = entry.family_spec
+    main_cls = family.pipeline_classes["inpaint" if entry.variant == "inpaint" else "txt2img"]
+    if entry.format == "diffusers":
+        pipe = main_cls.from_pretrained(entry.path, local_files_only=True, dtype=runtime.dtype,
+                                        **family.load_kwargs)
+    else:
+        from app.pipelines.single_file.loader import load_single_file
+
+        pipe = load_single_file(entry.path, config_dir=config_source(entry),
+                                torch_dtype=runtime.dtype, pipeline_cls=main_cls)
+    pipe.to(runtime.device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _context_dim(config_dir: Path) -> int | None:
+    import json
+
+    unet = config_dir / "unet" / "config.json"
+    return json.loads(unet.read_text()).get("cross_attention_dim") if unet.exists() else None
 
 
 def _folder_size(path: Path) -> int:
@@ -92,15 +155,23 @@ def _folder_size(path: Path) -> int:
 
 class ModelRegistry:
     def __init__(self, models_dir: Path, embedded_dir: Path, embedded_id: str,
-                 runtime: Runtime, default_model: str | None = None) -> None:
+                 runtime: Runtime, default_model: str | None = None,
+                 budget_bytes: int | None = None, hash_cache: HashCache | None = None) -> None:
+        from app.pipelines.memory import default_budget_bytes
+
         self.models_dir = models_dir
         self.embedded_dir = embedded_dir
         self.embedded_id = embedded_id
         self.runtime = runtime
+        self.budget_bytes = budget_bytes or default_budget_bytes(runtime)
+        self.hashes = hash_cache
+        self.vae_cache = VaeCache(runtime)
         self._default = default_model
         self._entries: dict[str, ModelEntry] = {}
-        self._loaded: dict[str, LoadedModel] = {}
+        self._vaes: dict[str, VaeEntry] = {}
+        self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()  # LRU: oldest first
         self._lock = threading.RLock()
+        self.on_unload: list = []  # callbacks(model_id, loaded) e.g. to drop LoRA adapters
 
     # -- discovery ----------------------------------------------------------------------
     def refresh(self) -> list[ModelEntry]:
@@ -111,7 +182,8 @@ class ModelRegistry:
         if self.models_dir.is_dir():
             for path in sorted(self.models_dir.iterdir()):
                 model_id = path.stem if path.is_file() else path.name
-                if model_id.startswith(".") or model_id in entries or _is_sidecar(path):
+                if (model_id.startswith(".") or model_id in entries or _is_sidecar(path)
+                        or (path.is_dir() and path.name in RESERVED_DIRS)):
                     continue
                 try:
                     entry = self._probe(model_id, path)
@@ -120,8 +192,12 @@ class ModelRegistry:
                     continue
                 if entry is not None:
                     entries[model_id] = entry
+        vaes = {v.id: v for v in discover_vaes(self.models_dir)} \
+            if self.models_dir.is_dir() else {}
         with self._lock:
-            self._entries = entries
+            self._entries, self._vaes = entries, vaes
+        if self.hashes is not None:
+            self.hashes.compute_in_background([e.path for e in entries.values()])
         log.info("models: %s", ", ".join(entries))
         return list(entries.values())
 
@@ -129,25 +205,45 @@ class ModelRegistry:
         if path.is_dir() and (path / "model_index.json").exists():
             probe = probe_diffusers_folder(path)
             fmt = "diffusers"
-        elif path.is_file() and path.suffix == ".safetensors":
+        elif path.is_file() and path.suffix in CHECKPOINT_SUFFIXES:
             probe = probe_single_file(path)
             fmt = "single_file"
         else:
             return None
         embedded = is_embedded(path)
+        config_dir = path if fmt == "diffusers" else sidecar_config(path)
+        context_dim = _context_dim(config_dir) if config_dir else \
+            _FAMILY_CONTEXT.get(probe.family)
         return ModelEntry(
             id=model_id, path=path, format=fmt, family=probe.family, variant=probe.variant,
             prediction_type=probe.prediction_type, native_resolution=probe.native_resolution,
             size_bytes=_folder_size(path), embedded=embedded,
-            description=EMBEDDED_DESCRIPTION if embedded else "")
+            description=EMBEDDED_DESCRIPTION if embedded else "", context_dim=context_dim)
 
     # -- lookup -------------------------------------------------------------------------
     def list(self) -> list[ModelEntry]:
         with self._lock:
             return list(self._entries.values())
 
+    def vaes(self) -> list[VaeEntry]:
+        with self._lock:
+            return list(self._vaes.values())
+
     def is_loaded(self, model_id: str) -> bool:
-        return model_id in self._loaded
+        with self._lock:
+            return model_id in self._loaded
+
+    def loaded_info(self, model_id: str) -> LoadedModel | None:
+        with self._lock:
+            return self._loaded.get(model_id)
+
+    def content_hash(self, entry: ModelEntry) -> str | None:
+        return self.hashes.get(entry.path) if self.hashes is not None else None
+
+    @property
+    def resident_bytes(self) -> int:
+        with self._lock:
+            return sum(m.resident_bytes for m in self._loaded.values())
 
     @property
     def default_id(self) -> str:
@@ -168,38 +264,60 @@ class ModelRegistry:
                                    param="model")
             return entry
 
+    def resolve_vae(self, vae_id: str, model: ModelEntry) -> VaeEntry:
+        with self._lock:
+            entry = self._vaes.get(vae_id)
+        if entry is None:
+            known = ", ".join(sorted(self._vaes)) or "none"
+            raise InvalidInput(f"unknown VAE {vae_id!r}; known VAEs: {known}", param="vae")
+        check_vae(entry, 4, model.id)
+        return entry
+
     # -- loading (worker thread only) ---------------------------------------------------
     def load(self, model_id: str) -> LoadedModel:
         entry = self.resolve(model_id)
-        loaded = self._loaded.get(entry.id)
-        if loaded is not None:
-            return loaded
+        with self._lock:
+            loaded = self._loaded.get(entry.id)
+            if loaded is not None:
+                self._loaded.move_to_end(entry.id)  # most recently used
+                return loaded
+        if entry.size_bytes > self.budget_bytes:
+            raise MemoryBudgetExceeded(
+                f"model {entry.id!r} needs about {entry.size_bytes >> 20} MB but the memory "
+                f"budget is {self.budget_bytes >> 20} MB (BILDWERK_MEMORY_BUDGET_MB)",
+                param="model")
+        self._evict_until(self.budget_bytes - entry.size_bytes)
+        started = time.perf_counter()
         try:
             loaded = self._load(entry)
-        except InvalidInput:
+        except BildwerkError:
+            free_memory(self.runtime)
             raise
         except Exception as exc:
             free_memory(self.runtime)
             raise ModelLoadFailed(f"model {entry.id!r} failed to load: {exc}",
                                   param="model") from exc
-        self._loaded[entry.id] = loaded
+        loaded.load_seconds = time.perf_counter() - started
+        loaded.resident_bytes = pipeline_bytes(loaded.main)
+        with self._lock:
+            self._loaded[entry.id] = loaded
+        self._evict_until(self.budget_bytes, keep=entry.id)
         return loaded
+
+    def _evict_until(self, allowed_bytes: int, keep: str | None = None) -> None:
+        """Unload least-recently-used models until the resident total fits."""
+        while self.resident_bytes > allowed_bytes:
+            with self._lock:
+                victim = next((mid for mid in self._loaded if mid != keep), None)
+            if victim is None:
+                return
+            log.info("evicting %s to stay within the memory budget", victim)
+            self.unload(victim)
 
     def _load(self, entry: ModelEntry) -> LoadedModel:
         family = entry.family_spec
         main_task: Task = "inpaint" if entry.variant == "inpaint" else "txt2img"
-        main_cls = family.pipeline_classes[main_task]
-        kwargs = dict(dtype=self.runtime.dtype, **family.load_kwargs)
-        if entry.format == "diffusers":
-            pipe = main_cls.from_pretrained(entry.path, local_files_only=True, **kwargs)
-        else:
-            from app.pipelines.single_file.loader import load_single_file
-
-            config_dir = sidecar_config(entry.path) or family.config_dir()
-            pipe = load_single_file(entry.path, config_dir=config_dir,
-                                    torch_dtype=self.runtime.dtype, pipeline_cls=main_cls)
-        pipe.to(self.runtime.device)
-        pipe.set_progress_bar_config(disable=True)
+        pipe = load_pipeline(entry, self.runtime)
         pipelines: dict[Task, DiffusionPipeline] = {main_task: pipe}
         tasks: tuple[Task, ...] = ("img2img", "inpaint") if entry.variant != "inpaint" else ()
         for task in tasks:
@@ -209,14 +327,30 @@ class ModelRegistry:
         return LoadedModel(entry=entry, pipelines=pipelines)
 
     def unload(self, model_id: str) -> bool:
-        loaded = self._loaded.pop(model_id, None)
+        with self._lock:
+            loaded = self._loaded.pop(model_id, None)
         if loaded is None:
             return False
+        for callback in self.on_unload:
+            callback(model_id, loaded)
         loaded.pipelines.clear()
         del loaded
         free_memory(self.runtime)
         return True
 
+    def unload_all(self) -> int:
+        with self._lock:
+            ids = list(self._loaded)
+        for model_id in ids:
+            self.unload(model_id)
+        self.vae_cache.clear()
+        return len(ids)
 
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text())
+    def after_oom(self, keep: str | None = None) -> None:
+        """After an out-of-memory error: drop every other model and cached VAE."""
+        with self._lock:
+            ids = [mid for mid in self._loaded if mid != keep]
+        for model_id in ids:
+            self.unload(model_id)
+        self.vae_cache.clear()
+        free_memory(self.runtime)

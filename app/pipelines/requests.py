@@ -18,6 +18,9 @@ class Txt2ImgInput:
     guidance_scale: float
     seeds: list[int]
     scheduler: str
+    loras: list[tuple[str, float]] = field(default_factory=list)
+    vae: str | None = None
+    clip_skip: int = 1  # AUTOMATIC1111 convention: 1 = last layer
 
 
 @dataclass

@@ -9,6 +9,11 @@ from app.pipelines.registry import LoadedModel
 from app.pipelines.requests import GenerationOutput, Txt2ImgInput
 
 
+def diffusers_clip_skip(clip_skip: int) -> int | None:
+    """AUTOMATIC1111 counts CLIP skip from 1 (no skip); diffusers counts skipped layers."""
+    return clip_skip - 1 if clip_skip > 1 else None
+
+
 def make_generators(seeds: list[int]) -> list[torch.Generator]:
     """One CPU generator per image: the same seed gives the same noise on any device."""
     return [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
@@ -17,12 +22,13 @@ def make_generators(seeds: list[int]) -> list[torch.Generator]:
 class Txt2ImgPipeline:
     """Runs one txt2img request. ``__call__`` reads as numbered steps."""
 
-    def __init__(self, model: LoadedModel) -> None:
+    def __init__(self, model: LoadedModel, vae=None) -> None:
         self.model = model
+        self.vae = vae
 
     def __call__(self, args: Txt2ImgInput, reporter: StepReporter) -> GenerationOutput:
         # 1. A pipeline object of our own, sharing the weights, with a fresh scheduler.
-        pipe = self.model.request_pipeline("txt2img", args.scheduler)
+        pipe = self.model.request_pipeline("txt2img", args.scheduler, vae=self.vae)
         # 2. Per-image generators.
         generators = make_generators(args.seeds)
         # 3. Denoise with progress and cancel after every step, then decode.
@@ -34,6 +40,7 @@ class Txt2ImgPipeline:
             width=args.width, height=args.height,
             num_inference_steps=args.steps, guidance_scale=args.guidance_scale,
             generator=generators, callback_on_step_end=reporter.on_step_end,
+            clip_skip=diffusers_clip_skip(args.clip_skip),
         )
         return GenerationOutput(images=list(result.images), seeds=args.seeds,
                                 width=args.width, height=args.height)

@@ -27,7 +27,27 @@ EXAMPLE_MASK = (
 )
 
 
-class GenerationParams(RequestModel):
+class LoraRef(RequestModel):
+    name: str = Field(..., max_length=255, description="LoRA id from GET /loras.")
+    weight: float = Field(1.0, ge=-4.0, le=4.0, description="Strength of the LoRA.")
+
+
+class ModelChoice(RequestModel):
+    """Which weights to run with; shared by every local generation route."""
+
+    model: str | None = Field(None, max_length=255,
+                              description="Model id from GET /models. Default: the server's.")
+    scheduler: SchedulerName = Field(DEFAULT_SCHEDULER, description="Sampler; see GET /schedulers.")
+    loras: list[LoraRef] = Field(default_factory=list, max_length=8,
+                                 description="LoRAs to apply for this request only.")
+    vae: str | None = Field(None, max_length=255,
+                            description="VAE id from GET /vaes, for this request only.")
+    clip_skip: int = Field(
+        1, ge=1, le=12, description="AUTOMATIC1111's CLIP skip: 1 uses the last text encoder "
+        "layer, 2 the one before it, and so on.")
+
+
+class GenerationParams(ModelChoice):
     """Parameters shared by txt2img and inpaint."""
 
     prompt: str = Field(..., min_length=1, max_length=4000,
@@ -45,9 +65,6 @@ class GenerationParams(RequestModel):
         None, ge=-1, le=MAX_SEED,
         description="Seed of the first image; image i uses seed+i. None or -1 draws one.")
     num_images: int = Field(1, ge=1, le=64, description="Images in the batch.")
-    scheduler: SchedulerName = Field(DEFAULT_SCHEDULER, description="Sampler; see GET /schedulers.")
-    model: str | None = Field(None, max_length=255,
-                              description="Model id from GET /models. Default: the server's.")
 
     @field_validator("width", "height")
     @classmethod

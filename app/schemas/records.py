@@ -71,16 +71,38 @@ class ModelInfo(BaseModel):
     prediction_type: str
     native_resolution: int
     size_bytes: int
+    sha256: str | None = None
+    short_hash: str | None = None
     loaded: bool
+    resident_bytes: int | None = None
     default: bool
     embedded: bool
     description: str
+    context_dim: int | None = None
+
+
+class LoraInfo(BaseModel):
+    id: str
+    format: str
+    family: str | None
+    rank: int | None
+    context_dim: int | None
+    size_bytes: int
+
+
+class VaeInfo(BaseModel):
+    id: str
+    format: str
+    latent_channels: int | None
+    size_bytes: int
+    loaded: bool
 
 
 class SchedulerInfo(BaseModel):
     name: str
     description: str
     default: bool
+    max_steps: int | None = None
 
 
 class Health(BaseModel):

@@ -7,9 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.imaging.packaging import PACKAGE_KINDS
-from app.pipelines.schedulers import DEFAULT_SCHEDULER
-from app.schemas.base import RequestModel
-from app.schemas.generation import EXAMPLE_IMAGE, MAX_SEED, ResultBase, SchedulerName
+from app.schemas.generation import EXAMPLE_IMAGE, MAX_SEED, ModelChoice, ResultBase
 
 FloatSchedule = float | list[float] | dict[int, float]
 PackageKind = Literal[PACKAGE_KINDS]  # type: ignore[valid-type]
@@ -27,7 +25,7 @@ class Motion(BaseModel):
     rotate: FloatSchedule = Field(0.0, description="Degrees per frame, counter-clockwise.")
 
 
-class Img2SeqRequest(RequestModel):
+class Img2SeqRequest(ModelChoice):
     """One init image into an ordered sequence of frames."""
 
     image: str = Field(..., description="Init image: a data-URL, raw base64, or a blob sha256.")
@@ -58,8 +56,6 @@ class Img2SeqRequest(RequestModel):
     height: int | None = Field(None, ge=64, le=4096, multiple_of=8)
     steps: int = Field(25, ge=1, le=1000)
     guidance_scale: float = Field(7.0, ge=0.0, le=50.0)
-    scheduler: SchedulerName = Field(DEFAULT_SCHEDULER)
-    model: str | None = Field(None, max_length=255)
     packages: list[PackageKind] = Field(
         default_factory=list, description="Packages to build: zip, sheet, strip, gif, webp, mp4.")
 

@@ -18,7 +18,7 @@ from app.pipelines.registry import ModelEntry
 from app.pipelines.requests import GenerationOutput, InpaintInput, Txt2ImgInput
 from app.pipelines.txt2img import Txt2ImgPipeline
 from app.schemas.generation import MAX_SEED, GenerationParams, InpaintRequest, Txt2ImgRequest
-from app.services.submission import Accepted, Finished, JobSubmitter, RunContext
+from app.services.submission import Accepted, Choice, Finished, JobSubmitter, RunContext
 
 
 class GenerationService:
@@ -28,19 +28,23 @@ class GenerationService:
     # -- accepting (threadpool thread) --------------------------------------------------
     def accept_txt2img(self, req: Txt2ImgRequest, loop: asyncio.AbstractEventLoop,
                        client: dict | None = None) -> Accepted:
-        entry = self._check(req)
+        entry, choice = self._check(req)
+        if entry.variant == "inpaint":
+            raise InvalidInput(f"model {entry.id!r} is an inpaint model; use /inpaint",
+                               param="model")
         width = req.width or entry.native_resolution
         height = req.height or entry.native_resolution
         self.jobs.check_size(width, height, req.num_images)
         args = Txt2ImgInput(prompt=req.prompt, negative_prompt=req.negative_prompt,
                             width=width, height=height, steps=req.steps,
                             guidance_scale=req.guidance_scale, seeds=self._seeds(req),
-                            scheduler=req.scheduler)
-        return self._submit("txt2img", entry, args, loop, client)
+                            scheduler=req.scheduler, loras=choice.lora_refs,
+                            vae=req.vae, clip_skip=req.clip_skip)
+        return self._submit("txt2img", entry, choice, args, loop, client)
 
     def accept_inpaint(self, req: InpaintRequest, loop: asyncio.AbstractEventLoop,
                        client: dict | None = None, endpoint: str = "inpaint") -> Accepted:
-        entry = self._check(req)
+        entry, choice = self._check(req)
         image = self.jobs.decode(req.image, "image")
         mask_in = self.jobs.decode(req.mask, "mask")
         mask = binary_mask(mask_in.image, image.image.size, invert=req.invert_mask)
@@ -52,18 +56,19 @@ class GenerationService:
             steps=req.steps, guidance_scale=req.guidance_scale, seeds=self._seeds(req),
             scheduler=req.scheduler, image=image.image, mask=mask, strength=req.strength,
             mask_blur=req.mask_blur, padding=req.padding, inpaint_area=req.inpaint_area,
-            invert_mask=req.invert_mask)
+            invert_mask=req.invert_mask, loras=choice.lora_refs, vae=req.vae,
+            clip_skip=req.clip_skip)
         inputs = {"input_image_sha256": self.jobs.store(image),
                   "mask_sha256": self.jobs.store(mask_in)}
-        return self._submit(endpoint, entry, args, loop, client, inputs)
+        return self._submit(endpoint, entry, choice, args, loop, client, inputs)
 
-    def _check(self, req: GenerationParams) -> ModelEntry:
+    def _check(self, req: GenerationParams) -> tuple[ModelEntry, Choice]:
         self.jobs.check_steps(req.steps)
-        self.jobs.check_scheduler(req.scheduler, req.steps)
         if req.num_images > self.jobs.settings.max_images:
             raise InvalidInput(f"num_images must be at most {self.jobs.settings.max_images}",
                                param="num_images")
-        return self.jobs.resolve(req.model)
+        entry = self.jobs.resolve(req.model)
+        return entry, self.jobs.check_choice(req, entry)
 
     def _inpaint_size(self, req: InpaintRequest, entry: ModelEntry,
                       image: DecodedImage) -> tuple[int, int]:
@@ -82,31 +87,29 @@ class GenerationService:
         first = self.jobs.first_seed(req.seed)
         return [(first + i) % (MAX_SEED + 1) for i in range(req.num_images)]
 
-    def _submit(self, endpoint: str, entry: ModelEntry, args: Txt2ImgInput,
+    def _submit(self, endpoint: str, entry: ModelEntry, choice: Choice, args: Txt2ImgInput,
                 loop: asyncio.AbstractEventLoop, client: dict | None,
                 inputs: dict[str, str] | None = None) -> Accepted:
         def body(ctx: RunContext) -> Finished:
-            return self._run(ctx, endpoint, entry, args)
+            return self._run(ctx, endpoint, entry, choice, args)
 
         return self.jobs.submit(
             endpoint=endpoint, entry=entry, prompt=args.prompt,
             negative_prompt=args.negative_prompt, params=public_params(args),
             scheduler=args.scheduler, seeds=args.seeds, body=body, loop=loop, client=client,
-            inputs=inputs)
+            inputs=inputs, choice=choice)
 
     # -- running (worker thread) --------------------------------------------------------
-    def _run(self, ctx: RunContext, endpoint: str, entry: ModelEntry,
+    def _run(self, ctx: RunContext, endpoint: str, entry: ModelEntry, choice: Choice,
              args: Txt2ImgInput) -> Finished:
         reporter = ctx.job.reporter()
-        reporter.stage_changed("loading_model")
         t0 = time.perf_counter()
-        loaded = self.jobs.registry.load(entry.id)
-        reporter.check_cancelled()
-        t1 = ctx.lap("load_s", t0)
-        runner = InpaintPipeline(loaded) if isinstance(args, InpaintInput) \
-            else Txt2ImgPipeline(loaded)
-        output = runner(args, reporter)
-        t2 = ctx.lap("inference_s", t1)
+        with self.jobs.model_session(entry, choice, reporter) as (loaded, vae):
+            t1 = ctx.lap("load_s", t0)
+            runner = InpaintPipeline(loaded, vae) if isinstance(args, InpaintInput) \
+                else Txt2ImgPipeline(loaded, vae)
+            output = runner(args, reporter)
+            t2 = ctx.lap("inference_s", t1)
         reporter.stage_changed("saving", reporter.total)
         done = self._store(ctx, endpoint, entry, args, output)
         ctx.lap("save_s", t2)

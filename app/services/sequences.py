@@ -22,7 +22,7 @@ from app.pipelines.registry import ModelEntry
 from app.pipelines.schedules import check_keyframes, expand
 from app.schemas.generation import MAX_SEED
 from app.schemas.sequences import Img2SeqRequest
-from app.services.submission import Accepted, Finished, JobSubmitter, RunContext
+from app.services.submission import Accepted, Choice, Finished, JobSubmitter, RunContext
 
 
 def frame_name(index: int) -> str:
@@ -40,8 +40,11 @@ class SequenceService:
         if req.frames > settings.max_frames:
             raise InvalidInput(f"frames must be at most {settings.max_frames}", param="frames")
         self.jobs.check_steps(req.steps)
-        self.jobs.check_scheduler(req.scheduler, req.steps)
         entry = self.jobs.resolve(req.model)
+        if entry.variant == "inpaint":
+            raise InvalidInput(f"model {entry.id!r} is an inpaint model; img2seq needs a "
+                               "base model", param="model")
+        choice = self.jobs.check_choice(req, entry)
         prompts = req.prompt_schedule or {0: req.prompt or ""}
         check_keyframes(prompts, req.frames, "prompt_schedule")
         strengths = expand(req.strength, req.frames, "strength")
@@ -57,7 +60,8 @@ class SequenceService:
             negative_prompt=req.negative_prompt, frames=req.frames, width=width, height=height,
             steps=req.steps, guidance_scale=req.guidance_scale, strengths=strengths,
             seeds=self._seeds(req), scheduler=req.scheduler, mode=req.mode,
-            motion=self._motion(req), color_coherence=req.color_coherence)
+            motion=self._motion(req), color_coherence=req.color_coherence,
+            loras=choice.lora_refs, vae=req.vae, clip_skip=req.clip_skip)
         params = {
             "frames": req.frames, "fps": req.fps, "width": width, "height": height,
             "steps": req.steps, "guidance_scale": req.guidance_scale,
@@ -65,10 +69,11 @@ class SequenceService:
             "seeds": args.seeds, "strengths": strengths, "prompt_schedule": args.prompts,
             "motion": req.motion.model_dump() if req.motion else None,
             "color_coherence": req.color_coherence, "packages": list(req.packages),
+            "clip_skip": req.clip_skip,
         }
 
         def body(ctx: RunContext) -> Finished:
-            return self._run(ctx, entry, args, params, req.fps, list(req.packages))
+            return self._run(ctx, entry, choice, args, params, req.fps, list(req.packages))
 
         prompt = req.prompt if req.prompt is not None else " | ".join(
             f"{k}: {v}" for k, v in args.prompts.items())
@@ -76,7 +81,7 @@ class SequenceService:
             endpoint="img2seq", entry=entry, prompt=prompt,
             negative_prompt=req.negative_prompt, params=params, scheduler=req.scheduler,
             seeds=args.seeds, body=body, loop=loop, client=client,
-            inputs={"input_image_sha256": self.jobs.store(image)})
+            inputs={"input_image_sha256": self.jobs.store(image)}, choice=choice)
 
     def _seeds(self, req: Img2SeqRequest) -> list[int]:
         first = self.jobs.first_seed(req.seed)
@@ -98,14 +103,17 @@ class SequenceService:
         return [MotionStep(zoom[i], pan_x[i], pan_y[i], rotate[i]) for i in range(n)]
 
     # -- running (worker thread) --------------------------------------------------------
-    def _run(self, ctx: RunContext, entry: ModelEntry, args: SequenceInput, params: dict,
-             fps: int, package_kinds: list[str]) -> Finished:
+    def _run(self, ctx: RunContext, entry: ModelEntry, choice: Choice, args: SequenceInput,
+             params: dict, fps: int, package_kinds: list[str]) -> Finished:
+        with self.jobs.model_session(entry, choice, ctx.job.reporter()) as (loaded, vae):
+            return self._run_loaded(ctx, entry, loaded, vae, args, params, fps, package_kinds)
+
+    def _run_loaded(self, ctx: RunContext, entry: ModelEntry, loaded, vae,
+                    args: SequenceInput, params: dict, fps: int,
+                    package_kinds: list[str]) -> Finished:
         job = ctx.job
         reporter = job.reporter()
-        reporter.stage_changed("loading_model")
-        t0 = time.perf_counter()
-        loaded = self.jobs.registry.load(entry.id)
-        t1 = ctx.lap("load_s", t0)
+        t1 = time.perf_counter()
         frames: list[NamedFrame] = []
         refs: list[dict] = []
         outputs: list[OutputImage] = []
@@ -140,7 +148,7 @@ class SequenceService:
                     "packages": packages, "fps": fps, "parameters": params}
 
         try:
-            Img2SeqPipeline(loaded)(args, reporter, on_frame, on_frame_start)
+            Img2SeqPipeline(loaded, vae)(args, reporter, on_frame, on_frame_start)
         except JobCancelled as exc:
             ctx.lap("inference_s", t1)
             exc.partial = Finished(result=result([]), outputs=outputs,

@@ -17,7 +17,8 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -36,12 +37,26 @@ from app.jobs.job import Job
 from app.jobs.queue import JobQueue
 from app.persistence.blobs import BlobStore
 from app.persistence.records import NewRecord, OutputImage, RecordRepository
+from app.pipelines.adapters import LoraCatalog
 from app.pipelines.device import free_memory
-from app.pipelines.registry import ModelEntry, ModelRegistry
+from app.pipelines.registry import LoadedModel, ModelEntry, ModelRegistry
 from app.pipelines.schedulers import SCHEDULERS
-from app.schemas.generation import MAX_SEED
+from app.pipelines.vaes import VaeEntry
+from app.schemas.generation import MAX_SEED, ModelChoice
 
 log = logging.getLogger("bildwerk.jobs")
+
+
+@dataclass
+class Choice:
+    """A request's validated LoRAs and VAE."""
+
+    loras: list = field(default_factory=list)  # [(LoraEntry, weight)]
+    vae: VaeEntry | None = None
+
+    @property
+    def lora_refs(self) -> list[tuple[str, float]]:
+        return [(entry.id, weight) for entry, weight in self.loras]
 
 
 @dataclass
@@ -80,9 +95,10 @@ Body = Callable[[RunContext], Finished]
 
 class JobSubmitter:
     def __init__(self, settings: Settings, registry: ModelRegistry, queue: JobQueue,
-                 records: RecordRepository, blobs: BlobStore) -> None:
+                 records: RecordRepository, blobs: BlobStore, loras: LoraCatalog) -> None:
         self.settings = settings
         self.registry = registry
+        self.loras = loras
         self.queue = queue
         self.records = records
         self.blobs = blobs
@@ -120,6 +136,28 @@ class JobSubmitter:
     def resolve(self, model: str | None) -> ModelEntry:
         return self.registry.resolve(model)
 
+    def check_choice(self, req: ModelChoice, entry: ModelEntry) -> Choice:
+        """Validate a request's LoRAs and VAE against the model; 422 naming the field."""
+        self.check_scheduler(req.scheduler, getattr(req, "steps", 1))
+        loras = [(self.loras.resolve(ref.name, entry.context_dim, entry.family), ref.weight)
+                 for ref in req.loras]
+        vae = self.registry.resolve_vae(req.vae, entry) if req.vae else None
+        return Choice(loras=loras, vae=vae)
+
+    @contextmanager
+    def model_session(self, entry: ModelEntry, choice: Choice,
+                      reporter) -> Iterator[tuple[LoadedModel, object]]:
+        """Load the model (within the memory budget), its request VAE and LoRAs; the
+        LoRAs are removed again however the job ends."""
+        reporter.stage_changed("loading_model")
+        loaded = self.registry.load(entry.id)
+        vae = None
+        if choice.vae is not None:
+            vae = self.registry.vae_cache.get(choice.vae, entry.family_spec.config_dir())
+        reporter.check_cancelled()
+        with self.loras.applied(loaded.main, entry.id, choice.loras):
+            yield loaded, vae
+
     def decode(self, value: str, param: str) -> DecodedImage:
         limits = ImageLimits(max_pixels=self.settings.max_pixels,
                              max_side=self.settings.max_width)
@@ -136,13 +174,16 @@ class JobSubmitter:
     def submit(self, *, endpoint: str, entry: ModelEntry, prompt: str, negative_prompt: str,
                params: dict, scheduler: str, seeds: list[int], body: Body,
                loop: asyncio.AbstractEventLoop, client: dict | None,
-               inputs: dict[str, str] | None = None) -> Accepted:
+               inputs: dict[str, str] | None = None, choice: Choice | None = None) -> Accepted:
         """Record the accepted request, then queue ``body`` to run on the worker."""
         record_id, job_id = str(uuid.uuid4()), str(uuid.uuid4())
+        choice = choice or Choice()
         self.records.create(NewRecord(
             id=record_id, job_id=job_id, endpoint=endpoint, provider="local", model=entry.id,
             prompt=prompt, negative_prompt=negative_prompt, params=params,
-            scheduler=scheduler, client=client, **(inputs or {})))
+            scheduler=scheduler, client=client,
+            loras=[{"name": n, "weight": w} for n, w in choice.lora_refs] or None,
+            vae=choice.vae.id if choice.vae else None, **(inputs or {})))
         accepted_at = time.perf_counter()
 
         def run(job: Job) -> dict:
@@ -186,6 +227,8 @@ class JobSubmitter:
             return result
         # Out of the except block, so the traceback no longer pins activations.
         status, error = ended
+        if error.code == "out_of_memory":
+            self.registry.after_oom()  # drop other models and VAEs, give the cache back
         free_memory(self.registry.runtime)
         partial: Finished | None = getattr(error, "partial", None)
         ctx.timings["total_s"] = round(time.perf_counter() - ctx.accepted_at, 4)
