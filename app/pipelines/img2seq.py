@@ -17,9 +17,10 @@ from PIL import Image
 from app.imaging.color import match_histogram
 from app.imaging.motion import MotionStep, apply_motion
 from app.pipelines.progress import StepReporter
+from app.pipelines.prompts import prompt_kwargs
 from app.pipelines.registry import LoadedModel
 from app.pipelines.schedules import bracket
-from app.pipelines.txt2img import diffusers_clip_skip, make_generators
+from app.pipelines.txt2img import make_generators
 
 
 @dataclass
@@ -122,11 +123,15 @@ class Img2SeqPipeline:
         cfg = args.guidance_scale > 1.0
         embeds = _Embeddings(keys=sorted(args.prompts))
         for key in embeds.keys:
+            given = prompt_kwargs(pipe, [args.prompts[key]], [args.negative_prompt],
+                                  args.clip_skip, args.guidance_scale)
             encoded = pipe.encode_prompt(
-                prompt=args.prompts[key], device=pipe._execution_device,
+                prompt=given.get("prompt"), device=pipe._execution_device,
                 num_images_per_prompt=1, do_classifier_free_guidance=cfg,
-                negative_prompt=args.negative_prompt or None,
-                clip_skip=diffusers_clip_skip(args.clip_skip))
+                negative_prompt=given.get("negative_prompt"),
+                prompt_embeds=given.get("prompt_embeds"),
+                negative_prompt_embeds=given.get("negative_prompt_embeds"),
+                clip_skip=given.get("clip_skip"))
             names = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
                      "negative_pooled_prompt_embeds")
             embeds.by_key[key] = {n: v for n, v in zip(names, encoded, strict=False)

@@ -14,9 +14,10 @@ from PIL import Image
 from app.imaging.geometry import Box, masked_region, paste_back
 from app.imaging.masks import blur_mask
 from app.pipelines.progress import StepReporter
+from app.pipelines.prompts import prompt_kwargs
 from app.pipelines.registry import LoadedModel
 from app.pipelines.requests import GenerationOutput, InpaintInput
-from app.pipelines.txt2img import diffusers_clip_skip, make_generators
+from app.pipelines.txt2img import make_generators
 
 
 class InpaintPipeline:
@@ -42,13 +43,13 @@ class InpaintPipeline:
         reporter.total = steps_run
         reporter.stage_changed("denoising")
         result = pipe(
-            prompt=[args.prompt] * len(args.seeds),
-            negative_prompt=[args.negative_prompt] * len(args.seeds),
+            **prompt_kwargs(pipe, [args.prompt] * len(args.seeds),
+                            [args.negative_prompt] * len(args.seeds), args.clip_skip,
+                            args.guidance_scale),
             image=crop_image, mask_image=crop_mask, width=args.width, height=args.height,
             strength=args.strength, num_inference_steps=args.steps,
             guidance_scale=args.guidance_scale, generator=make_generators(args.seeds),
             callback_on_step_end=reporter.on_step_end,
-            clip_skip=diffusers_clip_skip(args.clip_skip),
         )
         # 4. Paste back through the soft mask: pixels outside it stay untouched.
         reporter.stage_changed("compositing", steps_run)

@@ -5,13 +5,9 @@ from __future__ import annotations
 import torch
 
 from app.pipelines.progress import StepReporter
+from app.pipelines.prompts import prompt_kwargs
 from app.pipelines.registry import LoadedModel
 from app.pipelines.requests import GenerationOutput, Txt2ImgInput
-
-
-def diffusers_clip_skip(clip_skip: int) -> int | None:
-    """AUTOMATIC1111 counts CLIP skip from 1 (no skip); diffusers counts skipped layers."""
-    return clip_skip - 1 if clip_skip > 1 else None
 
 
 def make_generators(seeds: list[int]) -> list[torch.Generator]:
@@ -35,12 +31,12 @@ class Txt2ImgPipeline:
         reporter.total = args.steps
         reporter.stage_changed("denoising")
         result = pipe(
-            prompt=[args.prompt] * len(args.seeds),
-            negative_prompt=[args.negative_prompt] * len(args.seeds),
+            **prompt_kwargs(pipe, [args.prompt] * len(args.seeds),
+                            [args.negative_prompt] * len(args.seeds), args.clip_skip,
+                            args.guidance_scale),
             width=args.width, height=args.height,
             num_inference_steps=args.steps, guidance_scale=args.guidance_scale,
             generator=generators, callback_on_step_end=reporter.on_step_end,
-            clip_skip=diffusers_clip_skip(args.clip_skip),
         )
         return GenerationOutput(images=list(result.images), seeds=args.seeds,
                                 width=args.width, height=args.height)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from diffusers import StableDiffusionPipeline
+import torch
+from diffusers import AutoencoderKL, StableDiffusionPipeline
 
 from app.pipelines.embedded import build_tiny_sd15
 from app.pipelines.single_file.ldm_format import save_as_ldm_checkpoint
+from tests.utils.loras import sdxl_kohya_shapes, write_header_only_safetensors, write_tiny_lora
 
 
 def build_models_dir(root: Path) -> Path:
@@ -39,6 +41,16 @@ def build_models_dir(root: Path) -> Path:
     shutil.copytree(base, broken)
     for weights in broken.rglob("*.safetensors"):
         weights.write_bytes(b"this is not a safetensors file")
+
+    # LoRAs for tiny-sd15 in both layouts, and an SDXL-shaped one that must not fit.
+    loras = models / "loras"
+    write_tiny_lora(base, loras, "style", seed=7)
+    write_tiny_lora(base, loras, "detail", seed=8, text_encoder=False)
+    write_header_only_safetensors(loras / "xl-style.safetensors", sdxl_kohya_shapes())
+    # A VAE with the tiny architecture but other weights.
+    torch.manual_seed(5)
+    vae = AutoencoderKL.from_config(AutoencoderKL.load_config(base / "vae"))
+    vae.save_pretrained(models / "vae" / "tiny-vae", safe_serialization=True)
     return models
 
 

@@ -88,9 +88,16 @@ def find_clip_bpe_file() -> Path | None:
 
 
 def write_clip_tokenizer(
-    dest_dir: Path, merges: list[tuple[str, str]], model_max_length: int = CLIP_MAX_LENGTH
+    dest_dir: Path,
+    merges: list[tuple[str, str]],
+    model_max_length: int = CLIP_MAX_LENGTH,
+    pad_token: str = EOS_TOKEN,
 ) -> Path:
-    """Write a complete ``CLIPTokenizer`` folder for ``merges`` into ``dest_dir``."""
+    """Write a complete ``CLIPTokenizer`` folder for ``merges`` into ``dest_dir``.
+
+    ``pad_token`` is ``<|endoftext|>`` for OpenAI CLIP (SD1.x, SDXL ``tokenizer``) and
+    ``"!"`` for the OpenCLIP tokenizers (SD2.x ``tokenizer``, SDXL ``tokenizer_2``).
+    """
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
     vocab = build_clip_vocab(merges)
@@ -101,7 +108,7 @@ def write_clip_tokenizer(
         "bos_token": BOS_TOKEN,
         "eos_token": EOS_TOKEN,
         "unk_token": EOS_TOKEN,
-        "pad_token": EOS_TOKEN,
+        "pad_token": pad_token,
     }
     config = {
         "tokenizer_class": "CLIPTokenizer",

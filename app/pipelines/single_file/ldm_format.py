@@ -1,4 +1,4 @@
-"""Write a diffusers Stable Diffusion 1.x pipeline as one original-layout (LDM) checkpoint.
+"""Write a diffusers SD1.x/SD2.x/SDXL pipeline as one original-layout (LDM) checkpoint.
 
 This is the inverse of the key conversion that diffusers' ``from_single_file``
 performs (``convert_ldm_unet_checkpoint``, ``convert_ldm_vae_checkpoint`` and
@@ -7,10 +7,16 @@ output uses the CompVis key layout found in CivitAI-style ``.safetensors`` files
 
 * ``model.diffusion_model.*``          UNet (``input_blocks``/``middle_block``/``output_blocks``)
 * ``first_stage_model.*``              VAE (``encoder.down``/``decoder.up``/``mid.attn_1``)
-* ``cond_stage_model.transformer.*``   CLIP text encoder (``text_model.*``)
+* ``cond_stage_model.transformer.*``   SD1.x CLIP text encoder (``text_model.*``)
+* ``cond_stage_model.model.*``         SD2.x OpenCLIP text encoder (``transformer.resblocks``,
+  fused ``attn.in_proj_weight``)
+* ``conditioner.embedders.0.transformer.*`` / ``conditioner.embedders.1.model.*``  SDXL's
+  CLIP ViT-L and OpenCLIP bigG (``conditioner.embedders.0.model.*`` alone for the refiner);
+  SDXL's size/crop embedding is ``model.diffusion_model.label_emb.0``
 
-It works for any SD1.x-shaped pipeline, including tiny random test models and
-9-channel inpainting UNets.
+It works for any SD1.x/SD2.x/SDXL-shaped pipeline, including tiny random test models
+and 9-channel inpainting UNets. SD2 is recognised by its OpenCLIP text encoder
+(``hidden_act == "gelu"``), the same rule the probe uses.
 """
 
 from __future__ import annotations
@@ -24,11 +30,15 @@ import torch
 from safetensors.torch import save_file
 
 if TYPE_CHECKING:
-    from diffusers import StableDiffusionPipeline
+    from diffusers import DiffusionPipeline
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 CLIP_PREFIX = "cond_stage_model.transformer."
+OPEN_CLIP_PREFIX = "cond_stage_model.model."
+SDXL_CLIP_PREFIX = "conditioner.embedders.0.transformer."
+SDXL_OPEN_CLIP_PREFIX = "conditioner.embedders.1.model."
+SDXL_REFINER_OPEN_CLIP_PREFIX = "conditioner.embedders.0.model."
 
 _UNET_TOP_LEVEL = {
     "time_embedding.linear_1": "time_embed.0",
@@ -36,6 +46,8 @@ _UNET_TOP_LEVEL = {
     "conv_in": "input_blocks.0.0",
     "conv_norm_out": "out.0",
     "conv_out": "out.2",
+    "add_embedding.linear_1": "label_emb.0.0",
+    "add_embedding.linear_2": "label_emb.0.2",
 }
 _UNET_RESNET_LAYERS = {
     "norm1": "in_layers.0",
@@ -166,25 +178,84 @@ def _add_component(
         out[ldm_key] = tensor.detach().to("cpu").contiguous().clone()
 
 
-def pipeline_to_ldm_state_dict(pipe: StableDiffusionPipeline) -> dict[str, torch.Tensor]:
-    """Return the pipeline's UNet, VAE and text encoder weights under LDM keys."""
+_OPEN_CLIP_LAYER = {
+    "layer_norm1": "ln_1",
+    "layer_norm2": "ln_2",
+    "mlp.fc1": "mlp.c_fc",
+    "mlp.fc2": "mlp.c_proj",
+    "self_attn.out_proj": "attn.out_proj",
+}
+_OPEN_CLIP_TOP_LEVEL = {
+    "embeddings.token_embedding.weight": "token_embedding.weight",
+    "embeddings.position_embedding.weight": "positional_embedding",
+    "final_layer_norm.weight": "ln_final.weight",
+    "final_layer_norm.bias": "ln_final.bias",
+}
+
+
+def open_clip_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Return a transformers CLIP text model's weights in OpenCLIP layout (no prefix).
+
+    Inverse of diffusers' ``convert_open_clip_checkpoint``: q/k/v projections are fused
+    into ``attn.in_proj_weight``/``in_proj_bias`` and ``text_projection`` is stored
+    transposed, as an OpenCLIP ``[width, embed_dim]`` matrix.
+    """
+    source = {k.removeprefix("text_model."): v for k, v in state_dict.items()}
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in source.items():
+        if key in _OPEN_CLIP_TOP_LEVEL:
+            out[_OPEN_CLIP_TOP_LEVEL[key]] = tensor
+        elif key == "text_projection.weight":
+            out["text_projection"] = tensor.T
+        elif m := re.fullmatch(r"encoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(\w+)", key):
+            if m[2] == "q":
+                fused = [source[f"encoder.layers.{m[1]}.self_attn.{p}_proj.{m[3]}"] for p in "qkv"]
+                out[f"transformer.resblocks.{m[1]}.attn.in_proj_{m[3]}"] = torch.cat(fused)
+        elif m := re.fullmatch(r"encoder\.layers\.(\d+)\.(.+)\.(\w+)", key):
+            out[f"transformer.resblocks.{m[1]}.{_OPEN_CLIP_LAYER[m[2]]}.{m[3]}"] = tensor
+        else:
+            raise KeyError(f"no OpenCLIP mapping for text encoder key {key!r}")
+    return out
+
+
+def _add_clip(out: dict[str, torch.Tensor], encoder: torch.nn.Module, prefix: str) -> None:
+    """OpenAI CLIP layout, with the position ids real SD1.x/SDXL files carry."""
+    _add_component(out, encoder.state_dict(), prefix, clip_key_to_ldm)
+    positions = encoder.config.max_position_embeddings
+    out[f"{prefix}text_model.embeddings.position_ids"] = torch.arange(
+        positions, dtype=torch.int64
+    )[None]
+
+
+def _add_open_clip(out: dict[str, torch.Tensor], encoder: torch.nn.Module, prefix: str) -> None:
+    _add_component(out, open_clip_state_dict(encoder.state_dict()), prefix, lambda k: k)
+
+
+def pipeline_to_ldm_state_dict(pipe: DiffusionPipeline) -> dict[str, torch.Tensor]:
+    """Return the pipeline's UNet, VAE and text encoder(s) weights under LDM keys."""
     out: dict[str, torch.Tensor] = {}
     unet_config, vae_config = pipe.unet.config, pipe.vae.config
     _add_component(
         out, pipe.unet.state_dict(), UNET_PREFIX, lambda k: unet_key_to_ldm(k, unet_config)
     )
     _add_component(out, pipe.vae.state_dict(), VAE_PREFIX, lambda k: vae_key_to_ldm(k, vae_config))
-    _add_component(out, pipe.text_encoder.state_dict(), CLIP_PREFIX, clip_key_to_ldm)
-    # Like real SD1.x files, carry the CLIP position ids (a non-persistent buffer in transformers).
-    positions = pipe.text_encoder.config.max_position_embeddings
-    out[f"{CLIP_PREFIX}text_model.embeddings.position_ids"] = torch.arange(
-        positions, dtype=torch.int64
-    )[None]
+    text_encoder = getattr(pipe, "text_encoder", None)
+    text_encoder_2 = getattr(pipe, "text_encoder_2", None)
+    if text_encoder_2 is not None:  # SDXL base (CLIP + OpenCLIP) or refiner (OpenCLIP only)
+        if text_encoder is not None:
+            _add_clip(out, text_encoder, SDXL_CLIP_PREFIX)
+            _add_open_clip(out, text_encoder_2, SDXL_OPEN_CLIP_PREFIX)
+        else:
+            _add_open_clip(out, text_encoder_2, SDXL_REFINER_OPEN_CLIP_PREFIX)
+    elif text_encoder.config.hidden_act == "gelu":  # SD2.x: OpenCLIP ViT-H
+        _add_open_clip(out, text_encoder, OPEN_CLIP_PREFIX)
+    else:
+        _add_clip(out, text_encoder, CLIP_PREFIX)
     return out
 
 
-def save_as_ldm_checkpoint(pipe: StableDiffusionPipeline, path: Path | str) -> Path:
-    """Save an SD1.x-shaped ``StableDiffusionPipeline`` as one LDM-layout ``.safetensors`` file.
+def save_as_ldm_checkpoint(pipe: DiffusionPipeline, path: Path | str) -> Path:
+    """Save an SD1.x/SD2.x/SDXL-shaped pipeline as one LDM-layout ``.safetensors`` file.
 
     Tensors keep the pipeline's dtype. Returns the written path.
     """
