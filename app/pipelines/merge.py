@@ -47,9 +47,6 @@ def check_merge(spec: MergeSpec) -> None:
     if spec.method == "add_difference" and spec.c is None:
         raise InvalidInput("add_difference needs a third model c (B - C is added to A)",
                            param="c")
-    if spec.a.family not in ("sd15",):
-        raise InvalidInput(f"writing merged {spec.a.family} checkpoints as one file is not "
-                           "supported yet (sd15 is)", param="a")
 
 
 def merge(spec: MergeSpec, out_dir: Path) -> Path:

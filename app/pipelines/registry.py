@@ -114,6 +114,18 @@ def _is_sidecar(path: Path) -> bool:
 _FAMILY_CONTEXT = {"sd15": 768, "sd21": 1024, "sdxl": 2048}
 
 
+def main_task(entry: ModelEntry) -> Task:
+    """What a checkpoint loads as: inpaint models inpaint, SDXL refiners refine
+    (img2img), base models generate (and derive img2img and inpaint from that)."""
+    return {"inpaint": "inpaint", "refiner": "img2img"}.get(entry.variant, "txt2img")
+
+
+def tasks_of(entry: ModelEntry) -> tuple[Task, ...]:
+    if entry.variant == "base":
+        return ("txt2img", "img2img", "inpaint")
+    return (main_task(entry),)
+
+
 def config_source(entry: ModelEntry) -> Path:
     """Where a checkpoint's diffusers configs live: its folder, its sidecar, or the
     configs shipped for its family."""
@@ -126,7 +138,7 @@ def load_pipeline(entry: ModelEntry, runtime: Runtime) -> DiffusionPipeline:
     """Load a checkpoint's main pipeline (txt2img, or inpaint for inpaint variants) onto
     the runtime's device and dtype, offline, through the same code path for every use."""
     family = entry.family_spec
-    main_cls = family.pipeline_classes["inpaint" if entry.variant == "inpaint" else "txt2img"]
+    main_cls = family.pipeline_classes[main_task(entry)]
     if entry.format == "diffusers":
         pipe = main_cls.from_pretrained(entry.path, local_files_only=True, dtype=runtime.dtype,
                                         **family.load_kwargs)
@@ -264,6 +276,17 @@ class ModelRegistry:
                                    param="model")
             return entry
 
+    def resolve_for(self, model_id: str | None, task: Task) -> ModelEntry:
+        """Like :meth:`resolve`, and a clear 422 when the model cannot run ``task``."""
+        entry = self.resolve(model_id)
+        if task not in tasks_of(entry):
+            hint = {"inpaint": "use /inpaint", "img2img": "use /img2seq"}.get(
+                main_task(entry), "")
+            raise InvalidInput(f"model {entry.id!r} is a {entry.family} {entry.variant} model "
+                               f"and cannot run {task}" + (f"; {hint}" if hint else ""),
+                               param="model")
+        return entry
+
     def resolve_vae(self, vae_id: str, model: ModelEntry) -> VaeEntry:
         with self._lock:
             entry = self._vaes.get(vae_id)
@@ -316,10 +339,9 @@ class ModelRegistry:
 
     def _load(self, entry: ModelEntry) -> LoadedModel:
         family = entry.family_spec
-        main_task: Task = "inpaint" if entry.variant == "inpaint" else "txt2img"
         pipe = load_pipeline(entry, self.runtime)
-        pipelines: dict[Task, DiffusionPipeline] = {main_task: pipe}
-        tasks: tuple[Task, ...] = ("img2img", "inpaint") if entry.variant != "inpaint" else ()
+        pipelines: dict[Task, DiffusionPipeline] = {main_task(entry): pipe}
+        tasks: tuple[Task, ...] = ("img2img", "inpaint") if entry.variant == "base" else ()
         for task in tasks:
             derived = family.pipeline_classes[task].from_pipe(pipe)
             derived.set_progress_bar_config(disable=True)

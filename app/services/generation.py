@@ -28,10 +28,7 @@ class GenerationService:
     # -- accepting (threadpool thread) --------------------------------------------------
     def accept_txt2img(self, req: Txt2ImgRequest, loop: asyncio.AbstractEventLoop,
                        client: dict | None = None) -> Accepted:
-        entry, choice = self._check(req)
-        if entry.variant == "inpaint":
-            raise InvalidInput(f"model {entry.id!r} is an inpaint model; use /inpaint",
-                               param="model")
+        entry, choice = self._check(req, "txt2img")
         width = req.width or entry.native_resolution
         height = req.height or entry.native_resolution
         self.jobs.check_size(width, height, req.num_images)
@@ -44,7 +41,7 @@ class GenerationService:
 
     def accept_inpaint(self, req: InpaintRequest, loop: asyncio.AbstractEventLoop,
                        client: dict | None = None, endpoint: str = "inpaint") -> Accepted:
-        entry, choice = self._check(req)
+        entry, choice = self._check(req, "inpaint")
         image = self.jobs.decode(req.image, "image")
         mask_in = self.jobs.decode(req.mask, "mask")
         mask = binary_mask(mask_in.image, image.image.size, invert=req.invert_mask)
@@ -62,12 +59,12 @@ class GenerationService:
                   "mask_sha256": self.jobs.store(mask_in)}
         return self._submit(endpoint, entry, choice, args, loop, client, inputs)
 
-    def _check(self, req: GenerationParams) -> tuple[ModelEntry, Choice]:
+    def _check(self, req: GenerationParams, task: str) -> tuple[ModelEntry, Choice]:
         self.jobs.check_steps(req.steps)
         if req.num_images > self.jobs.settings.max_images:
             raise InvalidInput(f"num_images must be at most {self.jobs.settings.max_images}",
                                param="num_images")
-        entry = self.jobs.resolve(req.model)
+        entry = self.jobs.resolve(req.model, task)
         return entry, self.jobs.check_choice(req, entry)
 
     def _inpaint_size(self, req: InpaintRequest, entry: ModelEntry,

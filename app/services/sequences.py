@@ -40,10 +40,7 @@ class SequenceService:
         if req.frames > settings.max_frames:
             raise InvalidInput(f"frames must be at most {settings.max_frames}", param="frames")
         self.jobs.check_steps(req.steps)
-        entry = self.jobs.resolve(req.model)
-        if entry.variant == "inpaint":
-            raise InvalidInput(f"model {entry.id!r} is an inpaint model; img2seq needs a "
-                               "base model", param="model")
+        entry = self.jobs.resolve(req.model, "img2img")
         choice = self.jobs.check_choice(req, entry)
         prompts = req.prompt_schedule or {0: req.prompt or ""}
         check_keyframes(prompts, req.frames, "prompt_schedule")

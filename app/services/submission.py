@@ -133,8 +133,8 @@ class JobSubmitter:
                 f"steps x strength must be at least 1 (got {steps} x {strength}): raise "
                 "strength or steps", param=param)
 
-    def resolve(self, model: str | None) -> ModelEntry:
-        return self.registry.resolve(model)
+    def resolve(self, model: str | None, task: str) -> ModelEntry:
+        return self.registry.resolve_for(model, task)  # type: ignore[arg-type]
 
     def check_choice(self, req: ModelChoice, entry: ModelEntry) -> Choice:
         """Validate a request's LoRAs and VAE against the model; 422 naming the field."""

@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, StableDiffusionPipeline
 
-from app.pipelines.embedded import build_tiny_sd15
 from app.pipelines.single_file.ldm_format import save_as_ldm_checkpoint
+from tests.utils.families import build_tiny_sd15, build_tiny_sd21, build_tiny_sdxl
 from tests.utils.loras import sdxl_kohya_shapes, write_header_only_safetensors, write_tiny_lora
 
 
@@ -27,8 +27,12 @@ def build_models_dir(root: Path) -> Path:
     models.mkdir(parents=True)
     base = build_tiny_sd15(models / "tiny-sd15", seed=101)
     build_tiny_sd15(models / "tiny-sd15-inpaint", seed=202, inpaint=True)
-    _remove_marker(base)
-    _remove_marker(models / "tiny-sd15-inpaint")
+    # The other families, each with its inpaint variant (and SDXL's refiner).
+    build_tiny_sd21(models / "tiny-sd21", seed=301)
+    build_tiny_sd21(models / "tiny-sd21-inpaint", seed=302, inpaint=True)
+    build_tiny_sdxl(models / "tiny-sdxl", seed=401)
+    build_tiny_sdxl(models / "tiny-sdxl-inpaint", seed=402, inpaint=True)
+    build_tiny_sdxl(models / "tiny-sdxl-refiner", seed=403, refiner=True)
 
     pipe = StableDiffusionPipeline.from_pretrained(base, local_files_only=True,
                                                    safety_checker=None,
@@ -54,6 +58,3 @@ def build_models_dir(root: Path) -> Path:
     return models
 
 
-def _remove_marker(folder: Path) -> None:
-    # build_tiny_sd15 marks its output as the embedded model; these are ordinary models.
-    (folder / "bildwerk_embedded.json").unlink(missing_ok=True)
