@@ -54,6 +54,11 @@ class Settings(BaseSettings):
         description="Largest num_images x width x height of one request (work per step).")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
 
+    hf_models: str = Field(
+        "", description="Comma-separated Hugging Face repo ids to offer as models (diffusers "
+        "layout). With HF_HUB_OFFLINE=1 only cached ones are used.")
+    hf_cache_dir: Path | None = Field(None, description="Hub cache. Default: huggingface_hub's.")
+
     # --- model memory ------------------------------------------------------------------
     memory_budget_mb: int | None = Field(
         None, ge=1, description="Memory for resident models: VRAM on CUDA, RAM on the CPU. "

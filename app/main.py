@@ -71,7 +71,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.models_dir, settings.embedded_dir / settings.embedded_model_id,
         settings.embedded_model_id, runtime, settings.default_model,
         budget_bytes=settings.memory_budget_mb * 2**20 if settings.memory_budget_mb else None,
-        hash_cache=HashCache(settings.data_dir / "model_hashes.json"))
+        hash_cache=HashCache(settings.data_dir / "model_hashes.json"),
+        hub_repos=tuple(r.strip() for r in settings.hf_models.split(",") if r.strip()),
+        hub_cache_dir=settings.hf_cache_dir)
     loras = LoraCatalog(settings.models_dir, max_resident=settings.max_resident_loras)
     registry.on_unload.append(lambda model_id, loaded: loras.forget_model(model_id,
                                                                           loaded.main))

@@ -38,6 +38,7 @@ from app.pipelines.families import (
     sidecar_config,
 )
 from app.pipelines.hashes import HashCache
+from app.pipelines.hub import hub_snapshot
 from app.pipelines.memory import pipeline_bytes
 from app.pipelines.schedulers import build_scheduler
 from app.pipelines.vaes import VAE_DIR_NAMES, VaeCache, VaeEntry, check_vae, discover_vaes
@@ -69,6 +70,7 @@ class ModelEntry:
     embedded: bool = False
     description: str = ""
     context_dim: int | None = None  # the UNet's cross-attention width (768, 1024, 2048 …)
+    repo_id: str | None = None  # set for Hugging Face hub models
 
     @property
     def family_spec(self) -> Family:
@@ -168,7 +170,8 @@ def _folder_size(path: Path) -> int:
 class ModelRegistry:
     def __init__(self, models_dir: Path, embedded_dir: Path, embedded_id: str,
                  runtime: Runtime, default_model: str | None = None,
-                 budget_bytes: int | None = None, hash_cache: HashCache | None = None) -> None:
+                 budget_bytes: int | None = None, hash_cache: HashCache | None = None,
+                 hub_repos: tuple[str, ...] = (), hub_cache_dir: Path | None = None) -> None:
         from app.pipelines.memory import default_budget_bytes
 
         self.models_dir = models_dir
@@ -177,6 +180,8 @@ class ModelRegistry:
         self.runtime = runtime
         self.budget_bytes = budget_bytes or default_budget_bytes(runtime)
         self.hashes = hash_cache
+        self.hub_repos = hub_repos
+        self.hub_cache_dir = hub_cache_dir
         self.vae_cache = VaeCache(runtime)
         self._default = default_model
         self._entries: dict[str, ModelEntry] = {}
@@ -204,12 +209,25 @@ class ModelRegistry:
                     continue
                 if entry is not None:
                     entries[model_id] = entry
+        for repo_id in self.hub_repos:
+            snapshot = hub_snapshot(repo_id, self.hub_cache_dir, weights=False)
+            if snapshot is None or repo_id in entries:
+                continue
+            try:
+                entry = self._probe(repo_id, snapshot)
+            except Exception as exc:
+                log.warning("skipping Hugging Face model %s: %s", repo_id, exc)
+                continue
+            if entry is not None:
+                entry.repo_id = repo_id
+                entries[repo_id] = entry
         vaes = {v.id: v for v in discover_vaes(self.models_dir)} \
             if self.models_dir.is_dir() else {}
         with self._lock:
             self._entries, self._vaes = entries, vaes
         if self.hashes is not None:
-            self.hashes.compute_in_background([e.path for e in entries.values()])
+            self.hashes.compute_in_background([e.path for e in entries.values()
+                                               if e.repo_id is None])
         log.info("models: %s", ", ".join(entries))
         return list(entries.values())
 
@@ -339,6 +357,12 @@ class ModelRegistry:
 
     def _load(self, entry: ModelEntry) -> LoadedModel:
         family = entry.family_spec
+        if entry.repo_id is not None:  # fetch the weights now (or find them in the cache)
+            snapshot = hub_snapshot(entry.repo_id, self.hub_cache_dir, weights=True)
+            if snapshot is None:
+                raise ModelLoadFailed(f"the weights of {entry.repo_id!r} are neither cached "
+                                      "nor downloadable now", param="model")
+            entry.path = snapshot
         pipe = load_pipeline(entry, self.runtime)
         pipelines: dict[Task, DiffusionPipeline] = {main_task(entry): pipe}
         tasks: tuple[Task, ...] = ("img2img", "inpaint") if entry.variant == "base" else ()

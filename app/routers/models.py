@@ -38,13 +38,7 @@ async def merge_models(body: MergeRequest, models: ModelsDep) -> dict:
     return await models.merge(body)
 
 
-@router.get("/models/{model_id}", response_model=ModelInfo, responses=_UNKNOWN,
-            summary="One model")
-def get_model(model_id: str, models: ModelsDep) -> dict:
-    return models.get(model_id)
-
-
-@router.post("/models/{model_id}/load", response_model=ModelInfo,
+@router.post("/models/{model_id:path}/load", response_model=ModelInfo,
              responses={**_UNKNOWN, **error_responses(
                  _429="Queue full.", _500="The model failed to load.",
                  _503="The model does not fit the memory budget.")},
@@ -53,10 +47,16 @@ async def load_model(model_id: str, models: ModelsDep) -> dict:
     return await models.load(model_id)
 
 
-@router.post("/models/{model_id}/unload", response_model=ModelInfo, responses=_UNKNOWN,
+@router.post("/models/{model_id:path}/unload", response_model=ModelInfo, responses=_UNKNOWN,
              summary="Unload a model and free its memory")
 async def unload_model(model_id: str, models: ModelsDep) -> dict:
     return await models.unload(model_id)
+
+
+@router.get("/models/{model_id:path}", response_model=ModelInfo, responses=_UNKNOWN,
+            summary="One model")
+def get_model(model_id: str, models: ModelsDep) -> dict:
+    return models.get(model_id)
 
 
 @router.get("/loras", response_model=list[LoraInfo], summary="LoRAs under <models>/loras")
