@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DeviceName = Literal["auto", "cuda", "cpu", "mps"]
@@ -20,7 +20,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(
         env_prefix="BILDWERK_", env_file=".env", env_file_encoding="utf-8", extra="ignore",
-        env_ignore_empty=True,
+        env_ignore_empty=True, populate_by_name=True,
     )
 
     # --- where things live -------------------------------------------------------------
@@ -58,6 +58,32 @@ class Settings(BaseSettings):
         "", description="Comma-separated Hugging Face repo ids to offer as models (diffusers "
         "layout). With HF_HUB_OFFLINE=1 only cached ones are used.")
     hf_cache_dir: Path | None = Field(None, description="Hub cache. Default: huggingface_hub's.")
+
+    # --- remote providers (keys come from the environment or .env, never logged) ------
+    openai_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("OPENAI_API_KEY", "openai_api_key"))
+    openai_base_url: str | None = Field(
+        None, validation_alias=AliasChoices("OPENAI_BASE_URL", "openai_base_url"))
+    openai_model: str = Field("dall-e-2", description="dall-e-2, dall-e-3 or gpt-image-1.")
+    hf_token: SecretStr | None = Field(None, validation_alias=AliasChoices("HF_TOKEN",
+                                                                           "hf_token"))
+    hf_inference_url: str | None = Field(
+        None, description="Root of the hf-inference API (requests go to <root>/models/<repo>). "
+        "Default: Hugging Face's router.")
+    hf_inference_model: str = "stabilityai/stable-diffusion-xl-base-1.0"
+    hf_retry_black: bool = Field(False, description="Retry black (filtered) images with "
+                                 "another seed.")
+    gemini_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("GEMINI_API_KEY", "gemini_api_key"))
+    gemini_base_url: str | None = None
+    gemini_imagen_model: str = "imagen-4.0-generate-001"
+    gemini_image_model: str = "gemini-2.5-flash-image"
+    provider_timeout_s: float = Field(120.0, gt=0)
+    provider_retries: int = Field(2, ge=0, le=10)
+    provider_chains: dict[str, list[str]] = Field(
+        default_factory=lambda: {"default": ["local"]},
+        description='Named fallback chains, JSON: {"default": ["local"], "kiosk": ["local", '
+        '"openai"]}. A request names a provider or a chain in "provider".')
 
     # --- model memory ------------------------------------------------------------------
     memory_budget_mb: int | None = Field(

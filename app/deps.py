@@ -12,6 +12,7 @@ from app.jobs.queue import JobQueue
 from app.persistence.blobs import BlobStore
 from app.persistence.records import RecordRepository
 from app.pipelines.registry import ModelRegistry
+from app.providers.registry import ProviderSet
 from app.services.generation import GenerationService
 from app.services.jobs import JobService
 from app.services.models import ModelService
@@ -54,6 +55,10 @@ def get_models(request: Request) -> ModelService:
     return _state(request).models
 
 
+def get_providers(request: Request) -> ProviderSet:
+    return _state(request).providers
+
+
 def get_jobs(request: Request) -> JobService:
     return _state(request).jobs
 
@@ -71,5 +76,6 @@ BlobsDep = Annotated[BlobStore, Depends(get_blobs)]
 GenerationDep = Annotated[GenerationService, Depends(get_generation)]
 SequencesDep = Annotated[SequenceService, Depends(get_sequences)]
 JobsDep = Annotated[JobService, Depends(get_jobs)]
+ProvidersDep = Annotated[ProviderSet, Depends(get_providers)]
 ModelsDep = Annotated[ModelService, Depends(get_models)]
 ClientDep = Annotated[dict, Depends(client_info)]

@@ -24,7 +24,20 @@ from app.pipelines.adapters import LoraCatalog
 from app.pipelines.device import resolve_runtime
 from app.pipelines.hashes import HashCache
 from app.pipelines.registry import ModelRegistry
-from app.routers import blobs, generation, health, jobs, kiosk, models, records, sequences
+from app.providers.registry import ProviderSet, build_providers
+from app.routers import (
+    blobs,
+    generation,
+    health,
+    jobs,
+    kiosk,
+    models,
+    records,
+    sequences,
+)
+from app.routers import (
+    providers as providers_router,
+)
 from app.schemas.errors import COMMON_ERRORS
 from app.services.generation import GenerationService
 from app.services.jobs import JobService
@@ -86,15 +99,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     queue = JobQueue(settings.queue_max, settings.retry_after_s, device=runtime.name,
                      on_cancelled_before_start=record_cancelled)
+    remote_queue = JobQueue(settings.queue_max, settings.retry_after_s, device="remote",
+                            on_cancelled_before_start=record_cancelled)
     queue.start()
+    remote_queue.start()
+    providers = ProviderSet(build_providers(settings), settings.provider_chains)
     state = app.state
     state.db, state.records, state.blobs, state.registry, state.queue = (
         db, record_repo, blob_store, registry, queue)
-    submitter = JobSubmitter(settings, registry, queue, record_repo, blob_store, loras)
-    state.loras = loras
-    state.generation = GenerationService(submitter)
+    submitter = JobSubmitter(settings, registry, queue, record_repo, blob_store, loras,
+                             remote_queue=remote_queue)
+    state.loras, state.providers = loras, providers
+    state.generation = GenerationService(submitter, providers)
     state.sequences = SequenceService(submitter)
-    state.jobs = JobService(queue, record_repo)
+    state.jobs = JobService([queue, remote_queue], record_repo)
     state.models = ModelService(registry, loras, queue, settings.sync_timeout_s)
     log.info("bildwerk ready on %s (%s); default model %s", runtime.name, runtime.dtype,
              registry.default_id)
@@ -102,6 +120,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await asyncio.to_thread(queue.stop)
+        await asyncio.to_thread(remote_queue.stop)
         db.dispose()
 
 
@@ -112,7 +131,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     install_docs(app)
-    for module in (generation, sequences, kiosk, jobs, records, blobs, models, health):
+    for module in (generation, sequences, kiosk, jobs, records, blobs, models,
+                   providers_router, health):
         app.include_router(module.router, responses=COMMON_ERRORS)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

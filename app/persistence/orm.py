@@ -43,6 +43,8 @@ class RecordRow(Base):
     params: Mapped[dict] = mapped_column(JSON)
     seeds: Mapped[list | None] = mapped_column(JSON, nullable=True)
     timings: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    attempts: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    usage: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     client: Mapped[dict | None] = mapped_column(JSON, nullable=True)

@@ -95,6 +95,9 @@ class RecordRepository:
         mask_applied_sha256: str | None = None,
         error_code: str | None = None,
         error_message: str | None = None,
+        provider: str | None = None,
+        attempts: list | None = None,
+        usage: dict | None = None,
     ) -> None:
         with self.db.session() as s:
             row = s.get(RecordRow, record_id)
@@ -112,6 +115,12 @@ class RecordRepository:
                 row.model = model
             if mask_applied_sha256 is not None:
                 row.mask_applied_sha256 = mask_applied_sha256
+            if provider is not None:
+                row.provider = provider
+            if attempts is not None:
+                row.attempts = attempts
+            if usage is not None:
+                row.usage = usage
             row.error_code = error_code
             row.error_message = error_message
             for i, out in enumerate(outputs):

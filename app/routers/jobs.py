@@ -29,7 +29,7 @@ def get_job(job_id: str, jobs: JobsDep) -> dict:
     summary="Follow a job as Server-Sent Events")
 async def job_events(job_id: str, request: Request, jobs: JobsDep) -> EventSourceResponse:
     status = jobs.status(job_id)  # 404 before the stream starts
-    job = jobs.queue.get(job_id)
+    job = jobs.get(job_id)
 
     async def stream():
         if job is None or job.finished:

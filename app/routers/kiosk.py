@@ -13,8 +13,7 @@ from fastapi import APIRouter, Body, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from app.deps import BlobsDep, ClientDep, GenerationDep, JobsDep, SettingsDep
-from app.errors import ProviderUnavailable
+from app.deps import BlobsDep, ClientDep, GenerationDep, JobsDep, ProvidersDep, SettingsDep
 from app.schemas.errors import error_responses
 from app.schemas.generation import KIOSK_EXAMPLES, InpaintRequest, KioskInpaintRequest
 
@@ -30,15 +29,17 @@ router = APIRouter(tags=["compatibility"])
 async def kiosk_inpainting(body: Annotated[KioskInpaintRequest,
                                            Body(openapi_examples=KIOSK_EXAMPLES)],
                            http_request: Request, generation: GenerationDep,
+                           providers: ProvidersDep,
                            jobs: JobsDep, blobs: BlobsDep, settings: SettingsDep,
                            client: ClientDep) -> Response:
     """Inpaint like the kiosk's original server: crop the painted region with padding,
     generate at the model's resolution, paste back. `model: 1` asks for DALL·E."""
-    if body.model == 1:
-        raise ProviderUnavailable(
-            "model 1 (DALL·E) needs the OpenAI provider, which this server does not have "
-            "configured yet; send model 0 for the local model", param="model")
+    # model 1 is DALL·E; model 0 the local model, or the "kiosk" chain when configured
+    # (e.g. local, then openai).
+    provider = "openai" if body.model == 1 else (
+        "kiosk" if "kiosk" in providers.chains else None)
     request = InpaintRequest(prompt=body.prompt, image=body.image, mask=body.mask,
+                             provider=provider,
                              guidance_scale=7.0 if body.guidance_scale is None
                              else body.guidance_scale,
                              inpaint_area="masked")

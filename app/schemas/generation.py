@@ -33,8 +33,12 @@ class LoraRef(RequestModel):
 
 
 class ModelChoice(RequestModel):
-    """Which weights to run with; shared by every local generation route."""
+    """Which weights to run with; shared by every generation route."""
 
+    provider: str | None = Field(
+        None, max_length=64, description="local, openai, hf, gemini, or a fallback chain "
+        "from BILDWERK_PROVIDER_CHAINS (see GET /providers). Default: the 'default' chain. "
+        "For a remote provider, `model` names that provider's model (e.g. dall-e-3).")
     model: str | None = Field(None, max_length=255,
                               description="Model id from GET /models. Default: the server's.")
     scheduler: SchedulerName = Field(DEFAULT_SCHEDULER, description="Sampler; see GET /schedulers.")
@@ -160,3 +164,6 @@ class GenerationResult(ResultBase):
     parameters: dict
     timings: dict
     mask_applied: BlobRef | None = None
+    attempts: list[dict] = Field(default_factory=list,
+                                 description="Each provider tried, in order, and how it went.")
+    usage: dict | None = Field(None, description="Usage/cost as the provider reported it.")

@@ -42,6 +42,8 @@ class Record(BaseModel):
     params: dict
     seeds: list | None
     timings: dict | None
+    attempts: list | None = None
+    usage: dict | None = None
     error_code: str | None
     error_message: str | None
     client: dict | None
@@ -96,6 +98,19 @@ class VaeInfo(BaseModel):
     latent_channels: int | None
     size_bytes: int
     loaded: bool
+
+
+class ProviderInfo(BaseModel):
+    name: str
+    usable: bool
+    reason: str | None
+    txt2img: bool
+    inpaint: bool
+    img2img: bool
+    models: list[str]
+    sizes: list[str] | None
+    max_batch: int
+    chains: list[str] = []
 
 
 class SchedulerInfo(BaseModel):

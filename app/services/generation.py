@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import fields
+from dataclasses import dataclass, fields
 
-from app.errors import InvalidInput
+from app.errors import BildwerkError, InvalidInput, JobCancelled
 from app.imaging.decode import DecodedImage
 from app.imaging.geometry import round_to_multiple
 from app.imaging.masks import binary_mask
@@ -17,35 +17,46 @@ from app.pipelines.inpaint import InpaintPipeline
 from app.pipelines.registry import ModelEntry
 from app.pipelines.requests import GenerationOutput, InpaintInput, Txt2ImgInput
 from app.pipelines.txt2img import Txt2ImgPipeline
+from app.providers.registry import LOCAL, ProviderSet
 from app.schemas.generation import MAX_SEED, GenerationParams, InpaintRequest, Txt2ImgRequest
+from app.services.remote import remote_generate
 from app.services.submission import Accepted, Choice, Finished, JobSubmitter, RunContext
 
 
+@dataclass
+class Plan:
+    chain: list[str]
+    entry: ModelEntry | None
+    choice: Choice
+    remote_model: str | None
+
+
 class GenerationService:
-    def __init__(self, submitter: JobSubmitter) -> None:
+    def __init__(self, submitter: JobSubmitter, providers: ProviderSet) -> None:
         self.jobs = submitter
+        self.providers = providers
 
     # -- accepting (threadpool thread) --------------------------------------------------
     def accept_txt2img(self, req: Txt2ImgRequest, loop: asyncio.AbstractEventLoop,
                        client: dict | None = None) -> Accepted:
-        entry, choice = self._check(req, "txt2img")
-        width = req.width or entry.native_resolution
-        height = req.height or entry.native_resolution
+        plan = self._plan(req, "txt2img")
+        default = plan.entry.native_resolution if plan.entry else 1024
+        width, height = req.width or default, req.height or default
         self.jobs.check_size(width, height, req.num_images)
         args = Txt2ImgInput(prompt=req.prompt, negative_prompt=req.negative_prompt,
                             width=width, height=height, steps=req.steps,
                             guidance_scale=req.guidance_scale, seeds=self._seeds(req),
-                            scheduler=req.scheduler, loras=choice.lora_refs,
+                            scheduler=req.scheduler, loras=plan.choice.lora_refs,
                             vae=req.vae, clip_skip=req.clip_skip)
-        return self._submit("txt2img", entry, choice, args, loop, client)
+        return self._submit("txt2img", plan, args, loop, client)
 
     def accept_inpaint(self, req: InpaintRequest, loop: asyncio.AbstractEventLoop,
                        client: dict | None = None, endpoint: str = "inpaint") -> Accepted:
-        entry, choice = self._check(req, "inpaint")
+        plan = self._plan(req, "inpaint")
         image = self.jobs.decode(req.image, "image")
         mask_in = self.jobs.decode(req.mask, "mask")
         mask = binary_mask(mask_in.image, image.image.size, invert=req.invert_mask)
-        width, height = self._inpaint_size(req, entry, image)
+        width, height = self._inpaint_size(req, plan.entry, image)
         self.jobs.check_size(width, height, req.num_images)
         self.jobs.check_strength(req.steps, req.strength)
         args = InpaintInput(
@@ -53,21 +64,27 @@ class GenerationService:
             steps=req.steps, guidance_scale=req.guidance_scale, seeds=self._seeds(req),
             scheduler=req.scheduler, image=image.image, mask=mask, strength=req.strength,
             mask_blur=req.mask_blur, padding=req.padding, inpaint_area=req.inpaint_area,
-            invert_mask=req.invert_mask, loras=choice.lora_refs, vae=req.vae,
+            invert_mask=req.invert_mask, loras=plan.choice.lora_refs, vae=req.vae,
             clip_skip=req.clip_skip)
         inputs = {"input_image_sha256": self.jobs.store(image),
                   "mask_sha256": self.jobs.store(mask_in)}
-        return self._submit(endpoint, entry, choice, args, loop, client, inputs)
+        return self._submit(endpoint, plan, args, loop, client, inputs)
 
-    def _check(self, req: GenerationParams, task: str) -> tuple[ModelEntry, Choice]:
+    def _plan(self, req: GenerationParams, task: str) -> Plan:
+        """Which providers to try, in order, and the local model and choices if any."""
         self.jobs.check_steps(req.steps)
         if req.num_images > self.jobs.settings.max_images:
             raise InvalidInput(f"num_images must be at most {self.jobs.settings.max_images}",
                                param="num_images")
-        entry = self.jobs.resolve(req.model, task)
-        return entry, self.jobs.check_choice(req, entry)
+        chain = self.providers.usable(self.providers.chain(req.provider), task)
+        entry, choice = None, Choice()
+        if LOCAL in chain:
+            entry = self.jobs.resolve(req.model if chain[0] == LOCAL else None, task)
+            choice = self.jobs.check_choice(req, entry)
+        remote_model = req.model if chain[0] != LOCAL else None
+        return Plan(chain=chain, entry=entry, choice=choice, remote_model=remote_model)
 
-    def _inpaint_size(self, req: InpaintRequest, entry: ModelEntry,
+    def _inpaint_size(self, req: InpaintRequest, entry: ModelEntry | None,
                       image: DecodedImage) -> tuple[int, int]:
         if req.width and req.height:
             size = (req.width, req.height)
@@ -75,7 +92,7 @@ class GenerationService:
             w, h = image.image.size
             size = (req.width or round_to_multiple(w), req.height or round_to_multiple(h))
         else:
-            native = entry.native_resolution
+            native = entry.native_resolution if entry else 1024
             size = (req.width or native, req.height or native)
         self.jobs.check_size(*size)
         return size
@@ -84,21 +101,55 @@ class GenerationService:
         first = self.jobs.first_seed(req.seed)
         return [(first + i) % (MAX_SEED + 1) for i in range(req.num_images)]
 
-    def _submit(self, endpoint: str, entry: ModelEntry, choice: Choice, args: Txt2ImgInput,
+    def _submit(self, endpoint: str, plan: Plan, args: Txt2ImgInput,
                 loop: asyncio.AbstractEventLoop, client: dict | None,
                 inputs: dict[str, str] | None = None) -> Accepted:
         def body(ctx: RunContext) -> Finished:
-            return self._run(ctx, endpoint, entry, choice, args)
+            return self._run_chain(ctx, endpoint, plan, args)
 
+        local = LOCAL in plan.chain
         return self.jobs.submit(
-            endpoint=endpoint, entry=entry, prompt=args.prompt,
+            endpoint=endpoint, entry=plan.entry, prompt=args.prompt,
             negative_prompt=args.negative_prompt, params=public_params(args),
             scheduler=args.scheduler, seeds=args.seeds, body=body, loop=loop, client=client,
-            inputs=inputs, choice=choice)
+            inputs=inputs, choice=plan.choice, provider=plan.chain[0],
+            model=plan.entry.id if plan.chain[0] == LOCAL and plan.entry else plan.remote_model,
+            queue=None if local else self.jobs.remote_queue)
 
     # -- running (worker thread) --------------------------------------------------------
-    def _run(self, ctx: RunContext, endpoint: str, entry: ModelEntry, choice: Choice,
-             args: Txt2ImgInput) -> Finished:
+    def _run_chain(self, ctx: RunContext, endpoint: str, plan: Plan,
+                   args: Txt2ImgInput) -> Finished:
+        """Try each provider of the chain in turn; every attempt is recorded."""
+        attempts: list[dict] = []
+        last: BildwerkError | None = None
+        for name in plan.chain:
+            started = time.perf_counter()
+            try:
+                if name == LOCAL:
+                    done = self._run_local(ctx, endpoint, plan.entry, plan.choice, args)
+                else:
+                    done = self._run_remote(ctx, endpoint, name, plan.remote_model, args)
+            except JobCancelled:
+                raise
+            except BildwerkError as exc:
+                attempts.append({"provider": name, "status": "failed", "error_code": exc.code,
+                                 "error_message": exc.message,
+                                 "seconds": round(time.perf_counter() - started, 4)})
+                last = exc
+                ctx.job.reporter().check_cancelled()
+                continue
+            attempts.append({"provider": name, "status": "succeeded",
+                             "model": done.result["model"],
+                             "seconds": round(time.perf_counter() - started, 4)})
+            done.provider, done.attempts = name, attempts
+            done.result.update(provider=name, attempts=attempts, usage=done.usage)
+            return done
+        assert last is not None
+        last.attempts = attempts  # type: ignore[attr-defined]
+        raise last
+
+    def _run_local(self, ctx: RunContext, endpoint: str, entry: ModelEntry, choice: Choice,
+                   args: Txt2ImgInput) -> Finished:
         reporter = ctx.job.reporter()
         t0 = time.perf_counter()
         with self.jobs.model_session(entry, choice, reporter) as (loaded, vae):
@@ -108,17 +159,31 @@ class GenerationService:
             output = runner(args, reporter)
             t2 = ctx.lap("inference_s", t1)
         reporter.stage_changed("saving", reporter.total)
-        done = self._store(ctx, endpoint, entry, args, output)
+        done = self._store(ctx, endpoint, entry.id, args, output)
         ctx.lap("save_s", t2)
         return done
 
-    def _store(self, ctx: RunContext, endpoint: str, entry: ModelEntry, args: Txt2ImgInput,
-               output: GenerationOutput) -> Finished:
+    def _run_remote(self, ctx: RunContext, endpoint: str, name: str, model: str | None,
+                    args: Txt2ImgInput) -> Finished:
+        reporter = ctx.job.reporter()
+        reporter.stage_changed(f"waiting_for_{name}")
+        t0 = time.perf_counter()
+        output, result = remote_generate(self.providers.get(name), args, model)
+        t1 = ctx.lap("inference_s", t0)
+        reporter.stage_changed("saving")
+        done = self._store(ctx, endpoint, result.model, args, output, provider=name)
+        done.usage = result.usage
+        ctx.lap("save_s", t1)
+        return done
+
+    def _store(self, ctx: RunContext, endpoint: str, model: str, args: Txt2ImgInput,
+               output: GenerationOutput, provider: str = LOCAL) -> Finished:
         params = public_params(args)
         images, outputs = [], []
         for image, seed in zip(output.images, output.seeds, strict=True):
             meta = {"prompt": args.prompt, "negative_prompt": args.negative_prompt,
-                    "model": entry.id, "endpoint": endpoint, **params, "seed": seed,
+                    "model": model, "provider": provider, "endpoint": endpoint, **params,
+                    "seed": seed,
                     "width": image.width, "height": image.height}
             meta.pop("seeds", None)
             sha = self.jobs.blobs.put(encode_png(image, meta), "image/png")
@@ -127,15 +192,16 @@ class GenerationService:
             images.append(image_ref(sha, image.width, image.height, seed))
         result = {
             "job_id": ctx.job.id, "record_id": ctx.job.record_id, "endpoint": endpoint,
-            "provider": "local", "model": entry.id, "images": images, "prompt": args.prompt,
+            "provider": provider, "model": model, "images": images, "prompt": args.prompt,
             "negative_prompt": args.negative_prompt, "parameters": params,
         }
         mask_sha = None
         if output.mask_applied is not None:
             mask_sha = self.jobs.blobs.put(encode_plain_png(output.mask_applied), "image/png")
             result["mask_applied"] = {"sha256": mask_sha, "url": f"/blobs/{mask_sha}"}
-        return Finished(result=result, outputs=outputs, seeds=args.seeds,
-                        prompt_used=args.prompt, mask_applied_sha256=mask_sha)
+        return Finished(result=result, outputs=outputs, seeds=list(output.seeds),
+                        prompt_used=args.prompt, mask_applied_sha256=mask_sha,
+                        provider=provider)
 
 
 def image_ref(sha: str, width: int, height: int, seed: int) -> dict:

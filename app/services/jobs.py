@@ -84,12 +84,22 @@ def status_from_record(row: RecordRow) -> dict:
 
 
 class JobService:
-    def __init__(self, queue: JobQueue, records: RecordRepository) -> None:
-        self.queue = queue
+    """Jobs across every queue (the device's and the remote providers')."""
+
+    def __init__(self, queues: list[JobQueue], records: RecordRepository) -> None:
+        self.queues = queues
         self.records = records
 
+    def _live(self, job_id: str) -> tuple[JobQueue, Job] | None:
+        for queue in self.queues:
+            job = queue.get(job_id)
+            if job is not None:
+                return queue, job
+        return None
+
     def status(self, job_id: str) -> dict:
-        job = self.queue.get(job_id)
+        live = self._live(job_id)
+        job = live[1] if live else None
         if job is None:
             row = self.records.get_by_job(job_id)
             if row is None:
@@ -107,19 +117,18 @@ class JobService:
                              "param": job.error.param}
         return data
 
-    def get(self, job_id: str) -> Job:
-        job = self.queue.get(job_id)
-        if job is None:
-            raise NotFound(f"job {job_id} not found or no longer live", param="job_id")
-        return job
+    def get(self, job_id: str) -> Job | None:
+        live = self._live(job_id)
+        return live[1] if live else None
 
     def cancel(self, job_id: str) -> dict:
-        if self.queue.get(job_id) is None:
+        live = self._live(job_id)
+        if live is None:
             row = self.records.get_by_job(job_id)
             if row is None:
                 raise NotFound(f"job {job_id} not found", param="job_id")
             raise Conflict(f"job {job_id} already {row.status}", param="job_id")
-        return self.job_status(self.queue.cancel(job_id))
+        return self.job_status(live[0].cancel(job_id))
 
     @staticmethod
     async def wait_result(job: Job, timeout: float,

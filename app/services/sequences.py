@@ -40,6 +40,8 @@ class SequenceService:
         if req.frames > settings.max_frames:
             raise InvalidInput(f"frames must be at most {settings.max_frames}", param="frames")
         self.jobs.check_steps(req.steps)
+        if req.provider not in (None, "local", "default"):
+            raise InvalidInput("img2seq runs on local models only", param="provider")
         entry = self.jobs.resolve(req.model, "img2img")
         choice = self.jobs.check_choice(req, entry)
         prompts = req.prompt_schedule or {0: req.prompt or ""}

@@ -88,6 +88,9 @@ class Finished:
     seeds: list[int]
     prompt_used: str | None = None
     mask_applied_sha256: str | None = None
+    provider: str | None = None
+    attempts: list | None = None
+    usage: dict | None = None
 
 
 Body = Callable[[RunContext], Finished]
@@ -95,10 +98,12 @@ Body = Callable[[RunContext], Finished]
 
 class JobSubmitter:
     def __init__(self, settings: Settings, registry: ModelRegistry, queue: JobQueue,
-                 records: RecordRepository, blobs: BlobStore, loras: LoraCatalog) -> None:
+                 records: RecordRepository, blobs: BlobStore, loras: LoraCatalog,
+                 remote_queue: JobQueue | None = None) -> None:
         self.settings = settings
         self.registry = registry
         self.loras = loras
+        self.remote_queue = remote_queue or queue
         self.queue = queue
         self.records = records
         self.blobs = blobs
@@ -174,12 +179,15 @@ class JobSubmitter:
     def submit(self, *, endpoint: str, entry: ModelEntry, prompt: str, negative_prompt: str,
                params: dict, scheduler: str, seeds: list[int], body: Body,
                loop: asyncio.AbstractEventLoop, client: dict | None,
-               inputs: dict[str, str] | None = None, choice: Choice | None = None) -> Accepted:
-        """Record the accepted request, then queue ``body`` to run on the worker."""
+               inputs: dict[str, str] | None = None, choice: Choice | None = None,
+               provider: str = "local", model: str | None = None,
+               queue: JobQueue | None = None) -> Accepted:
+        """Record the accepted request, then queue ``body`` to run on a worker."""
         record_id, job_id = str(uuid.uuid4()), str(uuid.uuid4())
         choice = choice or Choice()
         self.records.create(NewRecord(
-            id=record_id, job_id=job_id, endpoint=endpoint, provider="local", model=entry.id,
+            id=record_id, job_id=job_id, endpoint=endpoint, provider=provider,
+            model=model or (entry.id if entry else None),
             prompt=prompt, negative_prompt=negative_prompt, params=params,
             scheduler=scheduler, client=client,
             loras=[{"name": n, "weight": w} for n, w in choice.lora_refs] or None,
@@ -191,7 +199,7 @@ class JobSubmitter:
 
         job = Job(id=job_id, record_id=record_id, endpoint=endpoint, run=run, loop=loop)
         try:
-            self.queue.submit(job)
+            (queue or self.queue).submit(job)
         except QueueFull as exc:
             self.records.finish(record_id, status="rejected", seeds=seeds,
                                 error_code=exc.code, error_message=exc.message)
@@ -223,7 +231,9 @@ class JobSubmitter:
             self.records.finish(job.record_id, status="succeeded", seeds=done.seeds,
                                 timings=ctx.timings, prompt_used=done.prompt_used,
                                 outputs=done.outputs,
-                                mask_applied_sha256=done.mask_applied_sha256)
+                                mask_applied_sha256=done.mask_applied_sha256,
+                                provider=done.provider, attempts=done.attempts,
+                                usage=done.usage)
             return result
         # Out of the except block, so the traceback no longer pins activations.
         status, error = ended
@@ -235,7 +245,8 @@ class JobSubmitter:
         self.records.finish(job.record_id, status=status,
                             seeds=partial.seeds if partial else seeds, timings=ctx.timings,
                             outputs=partial.outputs if partial else [],
-                            error_code=error.code, error_message=error.message)
+                            error_code=error.code, error_message=error.message,
+                            attempts=getattr(error, "attempts", None))
         if partial is not None:
             error.partial = self._with_timings(partial, ctx, status)
         raise error

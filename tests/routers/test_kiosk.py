@@ -27,13 +27,14 @@ def test_kiosk_body_returns_raw_png_of_the_input_size(client):
     assert np.array_equal(pixels(out)[outside], pixels(image)[outside])
 
 
-def test_kiosk_model_1_is_a_clear_error_until_dalle_exists(client):
+def test_kiosk_model_1_without_an_openai_key_is_a_clear_error(client):
     r = client.post("/inpainting/", json={"prompt": "x", "image": data_url(scene(*SIZE)),
                                           "mask": data_url(kiosk_mask(SIZE, BOX)),
                                           "model": 1})
     assert r.status_code == 422
     assert r.json()["error"]["code"] == "provider_unavailable"
-    assert r.json()["error"]["param"] == "model"
+    assert r.json()["error"]["param"] == "provider"
+    assert "OPENAI_API_KEY not set" in r.json()["error"]["message"]
 
 
 def test_kiosk_body_without_optional_fields(client):
