@@ -49,6 +49,7 @@ class Job:
     _done: asyncio.Event = field(default_factory=asyncio.Event)
     _subscribers: list[asyncio.Queue] = field(default_factory=list)
     _last_progress_emit: float = 0.0
+    frame_events: list[dict] = field(default_factory=list)  # replayed to late subscribers
 
     # -- cancel -------------------------------------------------------------------------
     def request_cancel(self) -> None:
@@ -86,7 +87,10 @@ class Job:
         self.frame, self.frames, self.step = frame, frames, 0
 
     def emit_event(self, event: str, data: dict) -> None:
-        """Send a custom event (e.g. ``frame``) to every SSE subscriber."""
+        """Send a custom event (e.g. ``frame``) to every SSE subscriber; frame events are
+        kept so that a client subscribing later still gets every frame."""
+        if event == "frame":
+            self.frame_events.append(data)
         self._emit(event, data)
 
     def try_start(self) -> bool:

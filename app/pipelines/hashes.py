@@ -50,6 +50,7 @@ class HashCache:
             except (OSError, ValueError):
                 self._data = {}
         self._worker: threading.Thread | None = None
+        self._pending: list[Path] = []
 
     def get(self, path: Path) -> str | None:
         with self._lock:
@@ -62,12 +63,23 @@ class HashCache:
             return None
 
     def compute_in_background(self, paths: list[Path]) -> None:
-        todo = [p for p in paths if self.get(p) is None]
-        if not todo or (self._worker is not None and self._worker.is_alive()):
-            return
-        self._worker = threading.Thread(target=self._compute, args=(todo,),
-                                        name="model-hashes", daemon=True)
-        self._worker.start()
+        """Queue paths without a valid hash; one background thread drains the queue."""
+        with self._lock:
+            self._pending.extend(p for p in paths if p not in self._pending)
+            if self._worker is not None and self._worker.is_alive():
+                return
+            self._worker = threading.Thread(target=self._drain, name="model-hashes",
+                                            daemon=True)
+            self._worker.start()
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._pending:
+                    return
+                path = self._pending.pop(0)
+            if self.get(path) is None:
+                self._compute([path])
 
     def wait(self, timeout: float | None = None) -> None:
         if self._worker is not None:

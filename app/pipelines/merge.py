@@ -11,6 +11,7 @@ Merging runs on the CPU in fp32, away from the models serving requests.
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Literal
 
 import torch
 
-from app.errors import InvalidInput
+from app.errors import Conflict, InvalidInput, ModelLoadFailed
 from app.pipelines.device import Runtime
 from app.pipelines.families import SIDECAR_SUFFIX
 from app.pipelines.registry import ModelEntry, config_source, load_pipeline
@@ -49,16 +50,32 @@ def check_merge(spec: MergeSpec) -> None:
                            param="c")
 
 
+def taken(out_dir: Path, name: str) -> bool:
+    """Whether anything on disk already answers to ``name`` (registered or not)."""
+    return any((out_dir / f"{name}{suffix}").exists()
+               for suffix in ("", ".safetensors", ".ckpt", SIDECAR_SUFFIX, ".yaml"))
+
+
+def _load_source(entry: ModelEntry, runtime: Runtime, param: str):
+    try:
+        return load_pipeline(entry, runtime)
+    except Exception as exc:
+        raise ModelLoadFailed(f"model {entry.id!r} failed to load: {exc}", param=param) from exc
+
+
 def merge(spec: MergeSpec, out_dir: Path) -> Path:
-    """Write the merged checkpoint to ``out_dir/<name>.safetensors`` and return its path."""
+    """Write the merged checkpoint to ``out_dir/<name>.safetensors`` and return its path.
+    Never replaces anything: a name already on disk is a 409."""
     from app.pipelines.single_file.ldm_format import save_as_ldm_checkpoint
 
     check_merge(spec)
+    if taken(out_dir, spec.name):
+        raise Conflict(f"{spec.name!r} already exists in the models dir", param="name")
     cpu = Runtime(torch.device("cpu"), torch.float32)
     # 1. Load the sources through the same code path as serving, on the CPU in fp32.
-    pipe_a = load_pipeline(spec.a, cpu)
-    pipe_b = load_pipeline(spec.b, cpu)
-    pipe_c = load_pipeline(spec.c, cpu) if spec.c else None
+    pipe_a = _load_source(spec.a, cpu, "a")
+    pipe_b = _load_source(spec.b, cpu, "b")
+    pipe_c = _load_source(spec.c, cpu, "c") if spec.c else None
     # 2. Merge every weight of every component, tensor by tensor.
     with torch.no_grad():
         for name in _COMPONENTS:
@@ -71,22 +88,27 @@ def merge(spec: MergeSpec, out_dir: Path) -> Path:
             module_a.load_state_dict(merged)
     # 3. Fuse LoRAs into the merged weights.
     for lora, weight in spec.loras:
-        pipe_a.load_lora_weights(str(lora.path), adapter_name=lora.id)
-        pipe_a.fuse_lora(lora_scale=weight, adapter_names=[lora.id])
+        pipe_a.load_lora_weights(str(lora.path), adapter_name=lora.adapter_name)
+        pipe_a.fuse_lora(lora_scale=weight, adapter_names=[lora.adapter_name])
         pipe_a.unload_lora_weights()
     # 4. Write one file (and the configs of non-standard shapes), atomically.
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{spec.name}.safetensors"
-    tmp = out_dir / f".{spec.name}.safetensors.tmp"
-    save_as_ldm_checkpoint(pipe_a, tmp)
-    source_configs = config_source(spec.a)
-    if source_configs != spec.a.family_spec.config_dir():
-        sidecar = out_dir / f"{spec.name}{SIDECAR_SUFFIX}"
-        shutil.rmtree(sidecar, ignore_errors=True)
-        shutil.copytree(source_configs, sidecar,
-                        ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "*.ckpt",
-                                                      "bildwerk_embedded.json"))
-    tmp.replace(target)
+    tmp = out_dir / f".{spec.name}.{os.getpid()}.safetensors.tmp"
+    try:
+        save_as_ldm_checkpoint(pipe_a, tmp)
+        source_configs = config_source(spec.a)
+        if source_configs != spec.a.family_spec.config_dir():
+            shutil.copytree(source_configs, out_dir / f"{spec.name}{SIDECAR_SUFFIX}",
+                            ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "*.ckpt",
+                                                          "bildwerk_embedded.json"))
+        try:
+            os.link(tmp, target)  # fails if the name appeared meanwhile: never overwrite
+        except FileExistsError:
+            raise Conflict(f"{spec.name!r} already exists in the models dir",
+                           param="name") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     return target
 
 

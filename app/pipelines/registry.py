@@ -71,6 +71,8 @@ class ModelEntry:
     description: str = ""
     context_dim: int | None = None  # the UNet's cross-attention width (768, 1024, 2048 …)
     repo_id: str | None = None  # set for Hugging Face hub models
+    load_bytes: int = 0  # what loading will take (the weights that load), 0 = unknown
+    text_layers: int | None = None  # the (smallest) text encoder's depth, for clip_skip
 
     @property
     def family_spec(self) -> Family:
@@ -161,6 +163,33 @@ def _context_dim(config_dir: Path) -> int | None:
     return json.loads(unet.read_text()).get("cross_attention_dim") if unet.exists() else None
 
 
+def _text_layers(config_dir: Path) -> int | None:
+    import json
+
+    depths = [json.loads(cfg.read_text()).get("num_hidden_layers")
+              for cfg in (config_dir / "text_encoder" / "config.json",
+                          config_dir / "text_encoder_2" / "config.json") if cfg.exists()]
+    depths = [d for d in depths if isinstance(d, int)]
+    return min(depths) if depths else None
+
+
+_WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "model.safetensors",
+                 "diffusion_pytorch_model.bin", "pytorch_model.bin")
+
+
+def _load_bytes(path: Path) -> int:
+    """The size of the weights that will load: one file per component (no .bin twins,
+    fp16 variants or EMA copies); a single file's size."""
+    if path.is_file():
+        return path.stat().st_size
+    total = 0
+    for component in (p for p in path.iterdir() if p.is_dir()):
+        chosen = next((component / n for n in _WEIGHT_NAMES if (component / n).exists()), None)
+        if chosen is not None:
+            total += chosen.stat().st_size
+    return total
+
+
 def _folder_size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
@@ -225,6 +254,12 @@ class ModelRegistry:
             if self.models_dir.is_dir() else {}
         with self._lock:
             self._entries, self._vaes = entries, vaes
+            stale = [mid for mid, loaded in self._loaded.items()
+                     if mid not in entries or entries[mid].path != loaded.entry.path
+                     or entries[mid].size_bytes != loaded.entry.size_bytes]
+        for model_id in stale:
+            log.info("unloading %s: its files are gone or changed", model_id)
+            self.unload(model_id)
         if self.hashes is not None:
             self.hashes.compute_in_background([e.path for e in entries.values()
                                                if e.repo_id is None])
@@ -235,7 +270,7 @@ class ModelRegistry:
         if path.is_dir() and (path / "model_index.json").exists():
             probe = probe_diffusers_folder(path)
             fmt = "diffusers"
-        elif path.is_file() and path.suffix in CHECKPOINT_SUFFIXES:
+        elif path.is_file() and path.suffix.lower() in CHECKPOINT_SUFFIXES:
             probe = probe_single_file(path)
             fmt = "single_file"
         else:
@@ -244,11 +279,13 @@ class ModelRegistry:
         config_dir = path if fmt == "diffusers" else sidecar_config(path)
         context_dim = _context_dim(config_dir) if config_dir else \
             _FAMILY_CONTEXT.get(probe.family)
+        layers_dir = config_dir or FAMILIES[probe.family].config_dir()
         return ModelEntry(
             id=model_id, path=path, format=fmt, family=probe.family, variant=probe.variant,
             prediction_type=probe.prediction_type, native_resolution=probe.native_resolution,
-            size_bytes=_folder_size(path), embedded=embedded,
-            description=EMBEDDED_DESCRIPTION if embedded else "", context_dim=context_dim)
+            size_bytes=_folder_size(path), load_bytes=_load_bytes(path), embedded=embedded,
+            description=EMBEDDED_DESCRIPTION if embedded else "", context_dim=context_dim,
+            text_layers=_text_layers(layers_dir))
 
     # -- lookup -------------------------------------------------------------------------
     def list(self) -> list[ModelEntry]:
@@ -272,8 +309,10 @@ class ModelRegistry:
 
     @property
     def resident_bytes(self) -> int:
+        """Models (with their resident LoRA adapters) plus cached VAEs."""
         with self._lock:
-            return sum(m.resident_bytes for m in self._loaded.values())
+            return sum(m.resident_bytes for m in self._loaded.values()) + \
+                self.vae_cache.resident_bytes
 
     @property
     def default_id(self) -> str:
@@ -322,12 +361,13 @@ class ModelRegistry:
             if loaded is not None:
                 self._loaded.move_to_end(entry.id)  # most recently used
                 return loaded
-        if entry.size_bytes > self.budget_bytes:
+        estimate = entry.load_bytes if entry.repo_id is None else 0
+        if estimate > self.budget_bytes:
             raise MemoryBudgetExceeded(
-                f"model {entry.id!r} needs about {entry.size_bytes >> 20} MB but the memory "
+                f"model {entry.id!r} needs about {estimate >> 20} MB but the memory "
                 f"budget is {self.budget_bytes >> 20} MB (BILDWERK_MEMORY_BUDGET_MB)",
                 param="model")
-        self._evict_until(self.budget_bytes - entry.size_bytes)
+        self._evict_until(self.budget_bytes - estimate)
         started = time.perf_counter()
         try:
             loaded = self._load(entry)
@@ -351,6 +391,10 @@ class ModelRegistry:
             with self._lock:
                 victim = next((mid for mid in self._loaded if mid != keep), None)
             if victim is None:
+                if self.vae_cache.resident_bytes:
+                    self.vae_cache.clear()
+                    free_memory(self.runtime)
+                    continue
                 return
             log.info("evicting %s to stay within the memory budget", victim)
             self.unload(victim)

@@ -41,3 +41,4 @@ class GenerationOutput:
     width: int
     height: int
     mask_applied: Image.Image | None = None
+    flags: list[list[str]] = field(default_factory=list)  # per image, e.g. ["black_image"]

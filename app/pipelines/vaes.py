@@ -95,6 +95,13 @@ class VaeCache:
         with self._lock:
             self._loaded.clear()
 
+    @property
+    def resident_bytes(self) -> int:
+        from app.pipelines.memory import module_bytes
+
+        with self._lock:
+            return module_bytes(*self._loaded.values())
+
     def is_loaded(self, vae_id: str) -> bool:
         return vae_id in self._loaded
 

@@ -36,14 +36,20 @@ async def job_events(job_id: str, request: Request, jobs: JobsDep) -> EventSourc
             yield {"event": status["status"], "data": json.dumps(jsonable_encoder(status))}
             return
         queue = job.subscribe()
+        sent_frames: set[int] = set()
         try:
             yield {"event": "status", "data": json.dumps(job.snapshot())}
+            for frame in list(job.frame_events):  # finished before we subscribed
+                sent_frames.add(frame["index"])
+                yield {"event": "frame", "data": json.dumps(jsonable_encoder(frame))}
             if job.finished:  # finished between the check and the subscription
                 yield {"event": job.status,
                        "data": json.dumps(jsonable_encoder(jobs.job_status(job)))}
                 return
             while True:
                 event, data = await queue.get()
+                if event == "frame" and data["index"] in sent_frames:
+                    continue
                 yield {"event": event, "data": json.dumps(jsonable_encoder(data))}
                 if event in ("succeeded", "failed", "cancelled", "interrupted"):
                     return

@@ -11,7 +11,7 @@ class RequestModel(BaseModel):
     """Forbids unknown fields and control characters (NUL …) in any text, which some
     databases cannot store and no prompt needs."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod

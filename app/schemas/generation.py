@@ -137,6 +137,8 @@ class ImageOut(BaseModel):
     height: int
     seed: int
     content_type: str = "image/png"
+    flags: list[str] = Field(default_factory=list,
+                             description="e.g. black_image: a provider's safety filter answer")
 
 
 class BlobRef(BaseModel):

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from app.imaging.packaging import PACKAGE_KINDS
+from app.schemas.base import RequestModel
 from app.schemas.generation import EXAMPLE_IMAGE, MAX_SEED, ModelChoice, ResultBase
 
 FloatSchedule = float | list[float] | dict[int, float]
 PackageKind = Literal[PACKAGE_KINDS]  # type: ignore[valid-type]
 
 
-class Motion(BaseModel):
+class Motion(RequestModel):
     """2D motion applied to the source of every frame after the first. Each field is a
     constant, one value per frame, or keyframes ``{frame: value}`` (linear in between)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     zoom: FloatSchedule = Field(1.0, description="Scale per frame; 1.02 moves in by 2%.")
     pan_x: FloatSchedule = Field(0.0, description="Pixels per frame; + moves content right.")

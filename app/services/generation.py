@@ -141,6 +141,9 @@ class GenerationService:
             attempts.append({"provider": name, "status": "succeeded",
                              "model": done.result["model"],
                              "seconds": round(time.perf_counter() - started, 4)})
+            flags = sorted({f for img in done.result["images"] for f in img.get("flags", [])})
+            if flags:
+                attempts[-1]["flags"] = flags
             done.provider, done.attempts = name, attempts
             done.result.update(provider=name, attempts=attempts, usage=done.usage)
             return done
@@ -190,6 +193,9 @@ class GenerationService:
             outputs.append(OutputImage(sha256=sha, seed=seed, width=image.width,
                                        height=image.height))
             images.append(image_ref(sha, image.width, image.height, seed))
+        for ref, image_flags in zip(images, output.flags, strict=False):
+            if image_flags:
+                ref["flags"] = image_flags
         result = {
             "job_id": ctx.job.id, "record_id": ctx.job.record_id, "endpoint": endpoint,
             "provider": provider, "model": model, "images": images, "prompt": args.prompt,

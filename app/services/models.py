@@ -9,7 +9,7 @@ import uuid
 from app.jobs.job import Job
 from app.jobs.queue import JobQueue
 from app.pipelines.adapters import LoraCatalog
-from app.pipelines.merge import MergeSpec, check_merge, merge
+from app.pipelines.merge import MergeSpec, check_merge, merge, taken
 from app.pipelines.registry import ModelEntry, ModelRegistry
 from app.schemas.models import MergeRequest
 from app.services.jobs import JobService
@@ -54,12 +54,17 @@ class ModelService:
         return self.get(model_id)
 
     async def unload(self, model_id: str) -> dict:
-        self.get(model_id)
+        loaded = self.registry.loaded_info(model_id)
+        entry = loaded.entry if loaded else None
+        if entry is None:
+            self.get(model_id)  # 404 for unknown ids
+            entry = next(e for e in self.registry.list() if e.id == model_id)
         await self._on_worker("model_unload", lambda: self.registry.unload(model_id))
-        return self.get(model_id)
+        return self.describe(entry)
 
     async def refresh(self) -> list[dict]:
-        await asyncio.to_thread(self.registry.refresh)
+        # On the worker: a refresh may unload models whose files vanished or changed.
+        await self._on_worker("model_refresh", self.registry.refresh)
         await asyncio.to_thread(self.loras.refresh)
         return self.list()
 
@@ -73,7 +78,8 @@ class ModelService:
     def merge_spec(self, req: MergeRequest) -> MergeSpec:
         from app.errors import Conflict
 
-        if req.name in {e.id for e in self.registry.list()}:
+        if req.name in {e.id for e in self.registry.list()} or \
+                taken(self.registry.models_dir, req.name):
             raise Conflict(f"a model named {req.name!r} already exists", param="name")
         a, b = self.registry.resolve(req.a), self.registry.resolve(req.b)
         c = self.registry.resolve(req.c) if req.c else None

@@ -17,7 +17,7 @@ def remote_generate(provider: Provider, args: Txt2ImgInput,
                     model: str | None) -> tuple[GenerationOutput, RemoteResult]:
     if isinstance(args, InpaintInput):
         return _inpaint(provider, args, model)
-    images, seeds, last = [], [], None
+    images, seeds, flags, last = [], [], [], None
     while len(images) < len(args.seeds):  # providers with small batches are called again
         seed = args.seeds[len(images)]
         last = provider.generate(RemoteRequest(
@@ -26,10 +26,11 @@ def remote_generate(provider: Provider, args: Txt2ImgInput,
             guidance_scale=args.guidance_scale, steps=args.steps))
         for i, item in enumerate(last.images[:len(args.seeds) - len(images)]):
             images.append(item.image.convert("RGB"))
+            flags.append(list(item.flags))
             seeds.append(item.seed if item.seed is not None else args.seeds[len(seeds)])
             del i
     return GenerationOutput(images=images, seeds=seeds, width=images[0].width,
-                            height=images[0].height), last
+                            height=images[0].height, flags=flags), last
 
 
 def _inpaint(provider: Provider, args: InpaintInput,
@@ -51,4 +52,4 @@ def _inpaint(provider: Provider, args: InpaintInput,
     outputs = [paste_back(args.image, item.image, box, soft) for item in items]
     return GenerationOutput(images=outputs, seeds=args.seeds[:len(outputs)],
                             width=args.image.width, height=args.image.height,
-                            mask_applied=soft), result
+                            mask_applied=soft, flags=[list(i.flags) for i in items]), result

@@ -37,6 +37,9 @@ class SequenceService:
     def accept_img2seq(self, req: Img2SeqRequest, loop: asyncio.AbstractEventLoop,
                        client: dict | None = None) -> Accepted:
         settings = self.jobs.settings
+        if "gif" in req.packages and req.fps > 50:
+            raise InvalidInput("GIF timing has centisecond steps: fps above 50 plays at 10 "
+                               "fps in browsers; use webp or mp4, or fps <= 50", param="fps")
         if req.frames > settings.max_frames:
             raise InvalidInput(f"frames must be at most {settings.max_frames}", param="frames")
         self.jobs.check_steps(req.steps)

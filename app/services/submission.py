@@ -39,6 +39,7 @@ from app.persistence.blobs import BlobStore
 from app.persistence.records import NewRecord, OutputImage, RecordRepository
 from app.pipelines.adapters import LoraCatalog
 from app.pipelines.device import free_memory
+from app.pipelines.memory import pipeline_bytes
 from app.pipelines.registry import LoadedModel, ModelEntry, ModelRegistry
 from app.pipelines.schedulers import SCHEDULERS
 from app.pipelines.vaes import VaeEntry
@@ -144,6 +145,10 @@ class JobSubmitter:
     def check_choice(self, req: ModelChoice, entry: ModelEntry) -> Choice:
         """Validate a request's LoRAs and VAE against the model; 422 naming the field."""
         self.check_scheduler(req.scheduler, getattr(req, "steps", 1))
+        if entry.text_layers is not None and req.clip_skip > entry.text_layers:
+            raise InvalidInput(f"clip_skip must be at most {entry.text_layers} for model "
+                               f"{entry.id!r} (its text encoder has {entry.text_layers} "
+                               "layers)", param="clip_skip")
         loras = [(self.loras.resolve(ref.name, entry.context_dim, entry.family), ref.weight)
                  for ref in req.loras]
         vae = self.registry.resolve_vae(req.vae, entry) if req.vae else None
@@ -161,6 +166,9 @@ class JobSubmitter:
             vae = self.registry.vae_cache.get(choice.vae, entry.family_spec.config_dir())
         reporter.check_cancelled()
         with self.loras.applied(loaded.main, entry.id, choice.loras):
+            if choice.loras:  # resident adapters take memory too
+                loaded.resident_bytes = pipeline_bytes(loaded.main)
+                self.registry._evict_until(self.registry.budget_bytes, keep=entry.id)
             yield loaded, vae
 
     def decode(self, value: str, param: str) -> DecodedImage:
@@ -224,8 +232,14 @@ class JobSubmitter:
             err.code = "out_of_memory"
             ended = ("failed", err)
         except Exception as exc:
-            log.exception("job %s failed", job.id)
-            ended = ("failed", GenerationFailed(f"generation failed: {exc}"))
+            if _is_oom(exc):
+                err = GenerationFailed("the machine ran out of memory; try fewer or smaller "
+                                       "images")
+                err.code = "out_of_memory"
+                ended = ("failed", err)
+            else:
+                log.exception("job %s failed", job.id)
+                ended = ("failed", GenerationFailed(f"generation failed: {exc}"))
         else:
             result = self._with_timings(done, ctx, "succeeded")
             self.records.finish(job.record_id, status="succeeded", seeds=done.seeds,
@@ -255,3 +269,11 @@ class JobSubmitter:
     def _with_timings(done: Finished, ctx: RunContext, status: str) -> dict:
         ctx.timings["total_s"] = round(time.perf_counter() - ctx.accepted_at, 4)
         return {**done.result, "status": status, "timings": ctx.timings}
+
+
+def _is_oom(exc: BaseException) -> bool:
+    """CPU and MPS allocators raise plain RuntimeErrors when memory runs out."""
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError | MemoryError) and (
+        isinstance(exc, MemoryError) or "can't allocate memory" in text
+        or "out of memory" in text)

@@ -126,6 +126,37 @@ def test_openai_refusals_are_422_and_unusable_providers_are_named(openai_client,
     assert r.status_code == 422 and "hf cannot inpaint" in r.json()["error"]["message"]
 
 
+def test_hugging_face_black_images_are_flagged_in_the_record(make_client, monkeypatch):
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    with hf_server.fake_hf() as fake:
+        fake.then(hf_server.black())
+        client = make_client(hf_token=HF_TOKEN, hf_inference_url=fake.base_url)
+        body = client.post("/txt2img", json={**FAST, "provider": "hf"}).json()
+    assert body["images"][0]["flags"] == ["black_image"]
+    record = client.get(f"/records/{body['record_id']}").json()
+    assert record["attempts"][0]["flags"] == ["black_image"]
+
+
+@pytest.mark.parametrize("answers, status, code", [
+    ([hf_server.cold(), hf_server.ok()], 200, None),
+    ([hf_server.garbage()], 502, "provider_error"),
+    ([hf_server.error(400, "bad prompt")], 422, "provider_refused"),
+])
+def test_hugging_face_outcomes_through_the_api_are_recorded(make_client, monkeypatch, answers,
+                                                            status, code):
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    with hf_server.fake_hf() as fake:
+        fake.then(*answers)
+        client = make_client(hf_token=HF_TOKEN, hf_inference_url=fake.base_url,
+                             provider_timeout_s=5.0)
+        r = client.post("/txt2img", json={**FAST, "provider": "hf"})
+    assert r.status_code == status, r.text
+    record = client.get("/records").json()["items"][0]
+    assert record["provider"] == "hf" and record["attempts"][0]["provider"] == "hf"
+    assert record["status"] == ("succeeded" if code is None else "failed")
+    assert record["error_code"] == code
+
+
 def test_hugging_face_black_images_are_flagged_and_retried(make_client, monkeypatch):
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
     with hf_server.fake_hf() as fake:
