@@ -24,6 +24,7 @@ from app.pipelines.adapters import LoraCatalog
 from app.pipelines.device import resolve_runtime
 from app.pipelines.hashes import HashCache
 from app.pipelines.registry import ModelRegistry
+from app.providers.local import LocalProvider
 from app.providers.registry import ProviderSet, build_providers
 from app.routers import (
     blobs,
@@ -103,7 +104,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                             on_cancelled_before_start=record_cancelled)
     queue.start()
     remote_queue.start()
-    providers = ProviderSet(build_providers(settings), settings.provider_chains)
+    local = LocalProvider(registry, max_batch=settings.max_images)
+    providers = ProviderSet(build_providers(settings, local), settings.provider_chains)
     state = app.state
     state.db, state.records, state.blobs, state.registry, state.queue = (
         db, record_repo, blob_store, registry, queue)

@@ -10,18 +10,16 @@ from app.providers.base import Availability, Capabilities, Provider
 
 log = logging.getLogger("bildwerk.providers")
 LOCAL = "local"
-LOCAL_CAPABILITIES = Capabilities(tasks=("txt2img", "inpaint", "img2img"), models=(),
-                                  sizes=None, max_batch=64)
 
 
 def _secret(value) -> str | None:
     return value.get_secret_value() if value is not None else None
 
 
-def build_providers(settings: Settings) -> dict[str, Provider]:
+def build_providers(settings: Settings, local: Provider) -> dict[str, Provider]:
     from app.providers.openai import OpenAIProvider
 
-    providers: dict[str, Provider] = {"openai": OpenAIProvider(
+    providers: dict[str, Provider] = {LOCAL: local, "openai": OpenAIProvider(
         api_key=_secret(settings.openai_api_key), base_url=settings.openai_base_url,
         default_model=settings.openai_model, timeout_s=settings.provider_timeout_s,
         retries=settings.provider_retries)}
@@ -47,12 +45,14 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
 
 
 class ProviderSet:
+    """Every provider by name, ``local`` first, and the named fallback chains."""
+
     def __init__(self, providers: dict[str, Provider], chains: dict[str, list[str]]) -> None:
         self.providers = providers
         self.chains = {"default": [LOCAL], **chains}
 
     def names(self) -> list[str]:
-        return [LOCAL, *self.providers]
+        return list(self.providers)
 
     def get(self, name: str) -> Provider:
         return self.providers[name]
@@ -93,8 +93,6 @@ class ProviderSet:
         return usable
 
     def describe_one(self, name: str) -> tuple[Capabilities, Availability]:
-        if name == LOCAL:
-            return LOCAL_CAPABILITIES, Availability(True)
         provider = self.providers[name]
         return provider.capabilities(), provider.availability()
 
