@@ -8,7 +8,6 @@ loading paths are proven to need no hub access.
 from __future__ import annotations
 
 import shutil
-import socket
 import time
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from app.pipelines.single_file.ldm_format import (
 )
 from app.pipelines.single_file.loader import complete_config_dir, load_single_file
 from tests.utils.families import build_tiny_sd15, build_tiny_sd21, build_tiny_sdxl
+from tests.utils.network import refuse_network
 
 PROMPT = "a photo of a cat"
 BUILDERS = {"sd15": build_tiny_sd15, "sd21": build_tiny_sd21, "sdxl": build_tiny_sdxl}
@@ -61,11 +61,8 @@ def _key_id(key: tuple) -> str:
 
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError(f"network access attempted: {args!r}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+    """Fail any test that tries to open a network connection (e.g. to the HF hub)."""
+    refuse_network(monkeypatch)
 
 
 @pytest.fixture(scope="module")

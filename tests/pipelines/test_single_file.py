@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +36,7 @@ from app.pipelines.single_file.clip_tokenizer import (
 )
 from app.pipelines.single_file.ldm_format import save_as_ldm_checkpoint
 from app.pipelines.single_file.loader import SD15_CONFIG_DIR, load_single_file
+from tests.utils.network import refuse_network
 
 TINY_MERGES = [("c", "a"), ("ca", "t</w>"), ("p", "h"), ("o", "t")]
 PROMPT = "a photo of a cat"
@@ -45,12 +45,7 @@ PROMPT = "a photo of a cat"
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail any test that tries to open a network connection (e.g. to the HF hub)."""
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError(f"network access attempted: {args!r}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+    refuse_network(monkeypatch)
 
 
 def _randomize(module: torch.nn.Module, seed: int) -> torch.nn.Module:
