@@ -15,6 +15,9 @@ Exception tree::
     ├── Conflict                  409 conflict             e.g. cancelling a finished job
     ├── QueueFull                 429 queue_full           carries Retry-After
     ├── ProviderUnavailable       422 provider_unavailable provider not configured/usable
+    ├── ProviderError             502 provider_error       a remote provider failed
+    │   ├── ProviderTimeout       504 provider_timeout     no answer in time
+    │   └── ProviderRefused       422 provider_refused     the provider rejected the request
     ├── ModelLoadFailed           500 model_load_failed    a checkpoint could not be loaded
     ├── JobCancelled              499-ish, internal: a job stopped at the caller's request
     └── GenerationFailed          500 generation_failed    the pipeline raised
@@ -90,6 +93,25 @@ class QueueFull(BildwerkError):
 class ProviderUnavailable(BildwerkError):
     status_code = 422
     code = "provider_unavailable"
+
+
+class ProviderError(BildwerkError):
+    """A remote provider failed (5xx, a malformed answer, unreachable)."""
+
+    status_code = 502
+    code = "provider_error"
+
+
+class ProviderTimeout(ProviderError):
+    status_code = 504
+    code = "provider_timeout"
+
+
+class ProviderRefused(ProviderError):
+    """The provider rejected the request (4xx, content policy): retrying will not help."""
+
+    status_code = 422
+    code = "provider_refused"
 
 
 class ModelLoadFailed(BildwerkError):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select
@@ -59,7 +59,6 @@ class RecordFilter:
     until: datetime | None = None
     limit: int = 50
     offset: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 class RecordRepository:
@@ -105,22 +104,12 @@ class RecordRepository:
                 return
             row.status = status
             row.finished_at = _now()
-            if seeds is not None:
-                row.seeds = seeds
-            if timings is not None:
-                row.timings = timings
-            if prompt_used is not None:
-                row.prompt_used = prompt_used
-            if model is not None:
-                row.model = model
-            if mask_applied_sha256 is not None:
-                row.mask_applied_sha256 = mask_applied_sha256
-            if provider is not None:
-                row.provider = provider
-            if attempts is not None:
-                row.attempts = attempts
-            if usage is not None:
-                row.usage = usage
+            known = {"seeds": seeds, "timings": timings, "prompt_used": prompt_used,
+                     "model": model, "mask_applied_sha256": mask_applied_sha256,
+                     "provider": provider, "attempts": attempts, "usage": usage}
+            for name, value in known.items():  # only what the ending job knows
+                if value is not None:
+                    setattr(row, name, value)
             row.error_code = error_code
             row.error_message = error_message
             for i, out in enumerate(outputs):

@@ -8,7 +8,6 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from diffusers import AutoencoderKL
 
 from app.errors import InvalidInput, ModelLoadFailed
@@ -111,7 +110,3 @@ def check_vae(entry: VaeEntry, unet_latent_channels: int, model_id: str) -> None
         raise InvalidInput(
             f"VAE {entry.id!r} has {entry.latent_channels} latent channels but model "
             f"{model_id!r} works on {unet_latent_channels}", param="vae")
-
-
-def vae_dtype_ok(vae: AutoencoderKL, dtype: torch.dtype) -> bool:
-    return next(vae.parameters()).dtype == dtype

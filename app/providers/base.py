@@ -5,12 +5,9 @@ A provider says what it can do (:class:`Capabilities`), whether it is usable rig
 and why not (:class:`Availability`, never revealing a secret), and runs txt2img /
 inpaint / img2img requests synchronously; the service runs it on a worker thread.
 
-Errors (all map to the one envelope)::
-
-    ProviderError        502 provider_error      the provider failed (5xx, bad payload)
-    ├── ProviderTimeout  504 provider_timeout    no answer in time, after bounded retries
-    └── ProviderRefused  422 provider_refused    the provider rejected the request (4xx,
-                                                 content policy); retrying will not help
+Errors are ``ProviderError`` (502), ``ProviderTimeout`` (504) and ``ProviderRefused``
+(422), defined with every other domain exception in :mod:`app.errors` and re-exported
+here for provider modules.
 """
 
 from __future__ import annotations
@@ -22,24 +19,11 @@ from typing import Literal
 
 from PIL import Image
 
-from app.errors import BildwerkError
+from app.errors import ProviderError, ProviderRefused, ProviderTimeout
+
+__all__ = ["ProviderError", "ProviderRefused", "ProviderTimeout"]  # re-exported
 
 Task = Literal["txt2img", "inpaint", "img2img"]
-
-
-class ProviderError(BildwerkError):
-    status_code = 502
-    code = "provider_error"
-
-
-class ProviderTimeout(ProviderError):
-    status_code = 504
-    code = "provider_timeout"
-
-
-class ProviderRefused(ProviderError):
-    status_code = 422
-    code = "provider_refused"
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,10 @@ def remote_generate(provider: Provider, args: Txt2ImgInput,
             "txt2img", args.prompt, args.negative_prompt, args.width, args.height,
             num_images=len(args.seeds) - len(images), seed=seed, model=model,
             guidance_scale=args.guidance_scale, steps=args.steps))
-        for i, item in enumerate(last.images[:len(args.seeds) - len(images)]):
+        for item in last.images[:len(args.seeds) - len(images)]:
             images.append(item.image.convert("RGB"))
             flags.append(list(item.flags))
             seeds.append(item.seed if item.seed is not None else args.seeds[len(seeds)])
-            del i
     return GenerationOutput(images=images, seeds=seeds, width=images[0].width,
                             height=images[0].height, flags=flags), last
 
