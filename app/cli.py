@@ -77,6 +77,64 @@ def merge_models(
     typer.echo(f"wrote {path}")
 
 
+@cli.command()
+def prompts(
+    n: int = typer.Argument(..., min=1, max=10000, help="How many prompts to make."),
+    out: str = typer.Option("prompts.csv", help="File to append to (.csv or .jsonl)."),
+    idea: str = typer.Option(None, help="The wish to expand. Default: a new idea per prompt "
+                             "from Bildwerk's own themes."),
+    style: str = typer.Option(None, help="A style preset (see GET /styles)."),
+    provider: str = typer.Option(None, help="local, openai or gemini. Default: "
+                                 "BILDWERK_PROMPT_PROVIDER."),
+    seed: int = typer.Option(None, help="Seed of the first prompt. Default: random."),
+    language: str = typer.Option(None, help="Language of --idea, e.g. de. Default: detected."),
+) -> None:
+    """Append N expanded prompts to a CSV (title, description, metatags, prompt) or JSONL
+    file, like the seed tool's `main.py N --only-prompts`. Each batch is recorded in the
+    database like a POST /prompt-expand."""
+    import secrets
+    from pathlib import Path
+
+    from app.config import Settings
+    from app.errors import BildwerkError
+    from app.persistence.database import Database
+    from app.persistence.records import RecordRepository
+    from app.prompting.exports import append_csv, append_jsonl
+    from app.prompting.ideas import suggest_ideas
+    from app.schemas.prompts import MAX_PROMPTS, PromptExpandRequest
+    from app.services.prompting import build_prompt_service
+
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url)
+    db.migrate()
+    service = build_prompt_service(settings, RecordRepository(db))
+    path = Path(out)
+    append = append_jsonl if path.suffix.lower() == ".jsonl" else append_csv
+    first = seed if seed is not None else secrets.randbelow(2**31)
+    written = 0
+    try:
+        while written < n:
+            batch = min(MAX_PROMPTS, n - written)
+            common = {"style": style, "provider": provider, "seed": first + written,
+                      "language": language}
+            if idea:
+                req = PromptExpandRequest(idea=idea, count=batch, **common)
+            else:
+                ideas = suggest_ideas(batch, first + written)
+                req = PromptExpandRequest(script="\n".join(ideas), count=1, **common)
+            result = service.expand(req, client={"host": "cli", "user_agent": "bildwerk prompts"})
+            written += append(path, result["prompts"])
+            typer.echo(f"{written}/{n} prompts ({result['provider']}), record "
+                       f"{result['record_id']}", err=True)
+    except (BildwerkError, ValueError) as exc:
+        typer.echo(f"error: {getattr(exc, 'message', exc)}", err=True)
+        raise typer.Exit(2) from exc
+    finally:
+        db.dispose()
+    typer.echo(f"appended {written} prompts to {path}")
+
+
 def main() -> None:
     cli()
 

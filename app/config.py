@@ -85,6 +85,36 @@ class Settings(BaseSettings):
         description='Named fallback chains, JSON: {"default": ["local"], "kiosk": ["local", '
         '"openai"]}. A request names a provider or a chain in "provider".')
 
+    # --- prompt expansion and translation ----------------------------------------------
+    prompt_provider: str = Field(
+        "local", description="Default expander for /prompt-expand and expand_prompt: local, "
+        "openai or gemini. A remote expander that fails falls back to local.")
+    openai_chat_model: str = Field("gpt-4o-mini", description="Chat model for prompt "
+                                   "expansion (structured JSON output).")
+    gemini_text_model: str = Field("gemini-2.5-flash", description="Gemini model for prompt "
+                                   "expansion (response JSON schema).")
+    prompt_timeout_s: float = Field(30.0, gt=0, description="Per LLM call of an expansion.")
+    prompt_fewshot_dir: Path | None = Field(
+        None, description="Folder of few-shot JSONL files for the LLM expanders. Default: "
+        "the shipped app/prompting/data/fewshot.")
+    prompt_styles_file: Path | None = Field(
+        None, description="Style presets JSON. Default: the shipped "
+        "app/prompting/data/styles.json.")
+    prompt_model_dir: Path | None = Field(
+        None, description="A local transformers causal LM (e.g. a MagicPrompt-style GPT-2) on "
+        "disk; when set, the local expander lets it continue the idea. Never downloaded.")
+    translate_online: bool = Field(
+        False, description="Try an online translator (LibreTranslate at "
+        "BILDWERK_LIBRETRANSLATE_URL, else Google) before the offline ones.")
+    libretranslate_url: str | None = Field(None, description="LibreTranslate server root.")
+    libretranslate_api_key: SecretStr | None = None
+    translate_timeout_s: float = Field(5.0, gt=0, description="Per online translation call.")
+    kiosk_translate: bool = Field(True, description="POST /inpainting/ translates the "
+                                  "visitor's wish to English first, as the kiosk server did.")
+    kiosk_expand: bool = Field(False, description="POST /inpainting/ also expands the wish.")
+    kiosk_style: str | None = Field(None, description="Style preset applied to every "
+                                    "POST /inpainting/ wish, e.g. satellite-map.")
+
     # --- model memory ------------------------------------------------------------------
     memory_budget_mb: int | None = Field(
         None, ge=1, description="Memory for resident models: VRAM on CUDA, RAM on the CPU. "

@@ -16,6 +16,7 @@ from app.providers.registry import ProviderSet
 from app.services.generation import GenerationService
 from app.services.jobs import JobService
 from app.services.models import ModelService
+from app.services.prompting import PromptService
 from app.services.sequences import SequenceService
 
 
@@ -59,6 +60,10 @@ def get_providers(request: Request) -> ProviderSet:
     return _state(request).providers
 
 
+def get_prompts(request: Request) -> PromptService:
+    return _state(request).prompts
+
+
 def get_jobs(request: Request) -> JobService:
     return _state(request).jobs
 
@@ -79,3 +84,4 @@ JobsDep = Annotated[JobService, Depends(get_jobs)]
 ProvidersDep = Annotated[ProviderSet, Depends(get_providers)]
 ModelsDep = Annotated[ModelService, Depends(get_models)]
 ClientDep = Annotated[dict, Depends(client_info)]
+PromptsDep = Annotated[PromptService, Depends(get_prompts)]

@@ -33,6 +33,7 @@ from app.routers import (
     jobs,
     kiosk,
     models,
+    prompts,
     records,
     sequences,
 )
@@ -43,13 +44,15 @@ from app.schemas.errors import COMMON_ERRORS
 from app.services.generation import GenerationService
 from app.services.jobs import JobService
 from app.services.models import ModelService
+from app.services.prompting import build_prompt_service
 from app.services.sequences import SequenceService
 from app.services.submission import JobSubmitter
 
 log = logging.getLogger("bildwerk")
 
 DESCRIPTION = """Self-hosted image generation: **txt2img**, **inpaint** and **img2seq** on
-Stable Diffusion checkpoints, every request recorded. Requests wait for their result by
+Stable Diffusion checkpoints, and **prompt-expand** (wishes in any language into rich
+prompts, with `GET /styles`), every request recorded. Requests wait for their result by
 default; send `Prefer: respond-async` to get `202` and follow `/jobs/{id}` or `/jobs/{id}/events`.
 `Accept: image/png` returns the first image's bytes. Errors always have the shape
 `{"error": {"code", "message", "param"}}`."""
@@ -79,6 +82,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     stale = await asyncio.to_thread(record_repo.mark_unfinished_interrupted)
     if stale:
         log.warning("marked %d unfinished job(s) from a previous run as interrupted", stale)
+    prompt_service = build_prompt_service(settings, record_repo)  # a bad style file fails here
     blob_store = BlobStore(settings.blobs_dir, db)
     runtime = resolve_runtime(settings.device)
     registry = ModelRegistry(
@@ -111,9 +115,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db, record_repo, blob_store, registry, queue)
     submitter = JobSubmitter(settings, registry, queue, record_repo, blob_store, loras,
                              remote_queue=remote_queue)
-    state.loras, state.providers = loras, providers
-    state.generation = GenerationService(submitter, providers)
-    state.sequences = SequenceService(submitter)
+    state.loras, state.providers, state.prompts = loras, providers, prompt_service
+    state.generation = GenerationService(submitter, providers, state.prompts)
+    state.sequences = SequenceService(submitter, state.prompts)
     state.jobs = JobService([queue, remote_queue], record_repo)
     state.models = ModelService(registry, loras, queue, settings.sync_timeout_s)
     log.info("bildwerk ready on %s (%s); default model %s", runtime.name, runtime.dtype,
@@ -133,7 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     install_docs(app)
-    for module in (generation, sequences, kiosk, jobs, records, blobs, models,
+    for module in (generation, sequences, prompts, kiosk, jobs, records, blobs, models,
                    providers_router, health):
         app.include_router(module.router, responses=COMMON_ERRORS)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

@@ -45,6 +45,7 @@ class RecordRow(Base):
     timings: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     attempts: Mapped[list | None] = mapped_column(JSON, nullable=True)
     usage: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    result: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # e.g. expanded prompts
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     client: Mapped[dict | None] = mapped_column(JSON, nullable=True)

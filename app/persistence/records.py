@@ -25,9 +25,11 @@ class NewRecord:
     endpoint: str
     provider: str
     model: str | None
-    prompt: str
+    prompt: str  # as the client typed it
     negative_prompt: str | None
     params: dict
+    prompt_translated: str | None = None
+    prompt_expanded: str | None = None
     scheduler: str | None = None
     loras: list | None = None
     vae: str | None = None
@@ -71,6 +73,7 @@ class RecordRepository:
                 id=new.id, job_id=new.job_id, endpoint=new.endpoint, status="queued",
                 provider=new.provider, model=new.model, loras=new.loras, vae=new.vae,
                 scheduler=new.scheduler, prompt=new.prompt, negative_prompt=new.negative_prompt,
+                prompt_translated=new.prompt_translated, prompt_expanded=new.prompt_expanded,
                 params=new.params, client=new.client, input_image_sha256=new.input_image_sha256,
                 mask_sha256=new.mask_sha256, created_at=_now()))
 
@@ -97,6 +100,9 @@ class RecordRepository:
         provider: str | None = None,
         attempts: list | None = None,
         usage: dict | None = None,
+        result: dict | None = None,
+        prompt_translated: str | None = None,
+        prompt_expanded: str | None = None,
     ) -> None:
         with self.db.session() as s:
             row = s.get(RecordRow, record_id)
@@ -106,7 +112,9 @@ class RecordRepository:
             row.finished_at = _now()
             known = {"seeds": seeds, "timings": timings, "prompt_used": prompt_used,
                      "model": model, "mask_applied_sha256": mask_applied_sha256,
-                     "provider": provider, "attempts": attempts, "usage": usage}
+                     "provider": provider, "attempts": attempts, "usage": usage,
+                     "result": result, "prompt_translated": prompt_translated,
+                     "prompt_expanded": prompt_expanded}
             for name, value in known.items():  # only what the ending job knows
                 if value is not None:
                     setattr(row, name, value)

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import random
 import re
 import sys
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from app.errors import InvalidInput
 from app.prompting.styles import StyleBook, StylePreset
@@ -25,10 +27,16 @@ from app.prompting.vocab import (
     MAX_CONTENT_TOKENS,
     fit_negative,
     fit_terms,
+    join_terms,
     load_negative_presets,
     load_vocabularies,
     merge_terms,
 )
+
+if TYPE_CHECKING:
+    from app.prompting.local_model import LocalPromptModel
+
+log = logging.getLogger(__name__)
 
 MAX_COUNT = 50
 PROVIDER = "local"
@@ -197,8 +205,20 @@ def expand_locally(
     count: int = 3,
     seed: int = 0,
     styles: StyleBook,
+    model: LocalPromptModel | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    top_k: int | None = None,
+    max_tokens: int | None = None,
 ) -> list[Expansion]:
-    """Expand ``idea`` into ``count`` prompts; expansion ``i`` uses seed ``seed + i``."""
+    """Expand ``idea`` into ``count`` prompts; expansion ``i`` uses seed ``seed + i``.
+
+    With a local ``model`` (optional, see :mod:`app.prompting.local_model`) each expansion
+    also gets the model's continuation of idea + style, sampled with seed ``seed + i`` and the
+    given sampling settings; its terms come right after the style's, before the vocabulary
+    picks, and ``params["local_model"]`` names it. A failing model is logged and skipped (no
+    ``local_model`` then). Without a model the result is exactly as before.
+    """
     idea = " ".join((idea or "").split())
     if not idea:
         raise InvalidInput("the idea to expand is empty", param="prompt")
@@ -218,7 +238,17 @@ def expand_locally(
         rng = random.Random(f"bildwerk-local|{exp_seed}|{style or ''}|{idea}")
         picks = _choose_terms(rng, idea, preset, pack, order)
         style_terms = preset.terms() if preset else []
-        extras = merge_terms(style_terms, *(picks[c] for c in order))
+        model_terms: list[str] | None = None
+        if model is not None:
+            try:
+                model_terms = model.continue_prompt(
+                    join_terms([idea, *style_terms]), seed=exp_seed, temperature=temperature,
+                    top_p=top_p, top_k=top_k, max_new_tokens=max_tokens,
+                )
+            except Exception as exc:
+                log.warning("local prompt model %s failed, using vocabulary terms only: %s",
+                            model.name, exc)
+        extras = merge_terms(style_terms, model_terms or [], *(picks[c] for c in order))
         extras = [t for t in extras if t.lower() not in idea.lower()]
         prompt, kept, truncated = fit_terms(idea, extras)
         kept_set = set(kept)
@@ -245,7 +275,8 @@ def expand_locally(
                 seed=exp_seed,
                 style=style,
                 truncated=truncated,
-                params=dict(preset.params) if preset else {},
+                params={**(preset.params if preset else {}),
+                        **({"local_model": model.name} if model_terms is not None else {})},
             )
         )
     return results

@@ -33,13 +33,16 @@ async def kiosk_inpainting(body: Annotated[KioskInpaintRequest,
                            jobs: JobsDep, blobs: BlobsDep, settings: SettingsDep,
                            client: ClientDep) -> Response:
     """Inpaint like the kiosk's original server: crop the painted region with padding,
-    generate at the model's resolution, paste back. `model: 1` asks for DALL·E."""
+    generate at the model's resolution, paste back. `model: 1` asks for DALL·E. The wish is
+    translated to English first (`BILDWERK_KIOSK_TRANSLATE`, on by default); the record keeps
+    it as typed and as translated."""
     # model 1 is DALL·E; model 0 the local model, or the "kiosk" chain when configured
     # (e.g. local, then openai).
     provider = "openai" if body.model == 1 else (
         "kiosk" if "kiosk" in providers.chains else None)
     request = InpaintRequest(prompt=body.prompt, image=body.image, mask=body.mask,
-                             provider=provider,
+                             provider=provider, translate=settings.kiosk_translate,
+                             expand_prompt=settings.kiosk_expand, style=settings.kiosk_style,
                              guidance_scale=7.0 if body.guidance_scale is None
                              else body.guidance_scale,
                              inpaint_area="masked")

@@ -51,7 +51,24 @@ class ModelChoice(RequestModel):
         "layer, 2 the one before it, and so on.")
 
 
-class GenerationParams(ModelChoice):
+class PromptOptions(RequestModel):
+    """Mixed into the generation requests: how to turn the typed prompt into the one used.
+
+    Order: translate -> expand -> style. The record keeps the prompt as typed, as
+    translated and as expanded."""
+
+    style: str | None = Field(None, max_length=64,
+                              description="A preset from GET /styles: wraps the prompt in "
+                              "the style's template and adds its negative prompt; its "
+                              "recommended steps and guidance apply unless you set them.")
+    translate: bool = Field(False, description="Translate the prompt to English first "
+                            "(offline glossary, or online when configured). Never fails.")
+    expand_prompt: bool = Field(False, description="Expand the prompt with the server's "
+                                "prompt expander (BILDWERK_PROMPT_PROVIDER; falls back to "
+                                "the offline one) and use the first expansion.")
+
+
+class GenerationParams(PromptOptions, ModelChoice):
     """Parameters shared by txt2img and inpaint."""
 
     prompt: str = Field(..., min_length=1, max_length=4000,
@@ -114,6 +131,9 @@ TXT2IMG_EXAMPLES = {
     "batch": {"summary": "A batch of four with another sampler", "value": {
         "prompt": "a lighthouse at dusk", "negative_prompt": "blurry", "num_images": 4,
         "scheduler": "dpmpp_2m_karras", "steps": 15, "seed": 1, "width": 128, "height": 128}},
+    "wish": {"summary": "A German wish: translated, expanded and styled", "value": {
+        "prompt": "ein Leuchtturm an der Küste", "translate": True, "expand_prompt": True,
+        "style": "watercolor", "steps": 20, "seed": 5, "width": 128, "height": 128}},
 }
 INPAINT_EXAMPLES = {
     "masked": {"summary": "Repaint the masked centre", "value": {
@@ -169,3 +189,6 @@ class GenerationResult(ResultBase):
     attempts: list[dict] = Field(default_factory=list,
                                  description="Each provider tried, in order, and how it went.")
     usage: dict | None = Field(None, description="Usage/cost as the provider reported it.")
+    prompting: dict | None = Field(
+        None, description="The prompt's way: typed, translated, expanded, used, and the "
+        "language, translator, expander and style involved.")

@@ -44,6 +44,7 @@ class Record(BaseModel):
     timings: dict | None
     attempts: list | None = None
     usage: dict | None = None
+    result: dict | None = None
     error_code: str | None
     error_message: str | None
     client: dict | None

@@ -8,7 +8,13 @@ from pydantic import BaseModel, Field, model_validator
 
 from app.imaging.packaging import PACKAGE_KINDS
 from app.schemas.base import RequestModel
-from app.schemas.generation import EXAMPLE_IMAGE, MAX_SEED, ModelChoice, ResultBase
+from app.schemas.generation import (
+    EXAMPLE_IMAGE,
+    MAX_SEED,
+    ModelChoice,
+    PromptOptions,
+    ResultBase,
+)
 
 FloatSchedule = float | list[float] | dict[int, float]
 PackageKind = Literal[PACKAGE_KINDS]  # type: ignore[valid-type]
@@ -24,7 +30,7 @@ class Motion(RequestModel):
     rotate: FloatSchedule = Field(0.0, description="Degrees per frame, counter-clockwise.")
 
 
-class Img2SeqRequest(ModelChoice):
+class Img2SeqRequest(PromptOptions, ModelChoice):
     """One init image into an ordered sequence of frames."""
 
     image: str = Field(..., description="Init image: a data-URL, raw base64, or a blob sha256.")

@@ -19,6 +19,7 @@ from app.pipelines.requests import GenerationOutput, InpaintInput, Txt2ImgInput
 from app.pipelines.txt2img import Txt2ImgPipeline
 from app.providers.registry import LOCAL, ProviderSet
 from app.schemas.generation import MAX_SEED, GenerationParams, InpaintRequest, Txt2ImgRequest
+from app.services.prompting import PreparedPrompt, PromptService
 from app.services.remote import remote_generate
 from app.services.submission import Accepted, Choice, Finished, JobSubmitter, RunContext
 
@@ -32,26 +33,32 @@ class Plan:
 
 
 class GenerationService:
-    def __init__(self, submitter: JobSubmitter, providers: ProviderSet) -> None:
+    def __init__(self, submitter: JobSubmitter, providers: ProviderSet,
+                 prompts: PromptService) -> None:
         self.jobs = submitter
         self.providers = providers
+        self.prompts = prompts
 
     # -- accepting (threadpool thread) --------------------------------------------------
     def accept_txt2img(self, req: Txt2ImgRequest, loop: asyncio.AbstractEventLoop,
                        client: dict | None = None) -> Accepted:
+        req = self.prompts.with_style_params(req)
         plan = self._plan(req, "txt2img")
         default = plan.entry.native_resolution if plan.entry else 1024
         width, height = req.width or default, req.height or default
         self.jobs.check_size(width, height, req.num_images)
-        args = Txt2ImgInput(prompt=req.prompt, negative_prompt=req.negative_prompt,
+        seeds = self._seeds(req)
+        prepared = self._prepare(req, seeds)
+        args = Txt2ImgInput(prompt=prepared.prompt, negative_prompt=prepared.negative_prompt,
                             width=width, height=height, steps=req.steps,
-                            guidance_scale=req.guidance_scale, seeds=self._seeds(req),
+                            guidance_scale=req.guidance_scale, seeds=seeds,
                             scheduler=req.scheduler, loras=plan.choice.lora_refs,
                             vae=req.vae, clip_skip=req.clip_skip)
-        return self._submit("txt2img", plan, args, loop, client)
+        return self._submit("txt2img", plan, args, loop, client, prepared=prepared)
 
     def accept_inpaint(self, req: InpaintRequest, loop: asyncio.AbstractEventLoop,
                        client: dict | None = None, endpoint: str = "inpaint") -> Accepted:
+        req = self.prompts.with_style_params(req)
         plan = self._plan(req, "inpaint")
         image = self.jobs.decode(req.image, "image")
         mask_in = self.jobs.decode(req.mask, "mask")
@@ -59,16 +66,23 @@ class GenerationService:
         width, height = self._inpaint_size(req, plan.entry, image)
         self.jobs.check_size(width, height, req.num_images)
         self.jobs.check_strength(req.steps, req.strength)
+        seeds = self._seeds(req)
+        prepared = self._prepare(req, seeds)
         args = InpaintInput(
-            prompt=req.prompt, negative_prompt=req.negative_prompt, width=width, height=height,
-            steps=req.steps, guidance_scale=req.guidance_scale, seeds=self._seeds(req),
+            prompt=prepared.prompt, negative_prompt=prepared.negative_prompt, width=width,
+            height=height, steps=req.steps, guidance_scale=req.guidance_scale, seeds=seeds,
             scheduler=req.scheduler, image=image.image, mask=mask, strength=req.strength,
             mask_blur=req.mask_blur, padding=req.padding, inpaint_area=req.inpaint_area,
             invert_mask=req.invert_mask, loras=plan.choice.lora_refs, vae=req.vae,
             clip_skip=req.clip_skip)
         inputs = {"input_image_sha256": self.jobs.store(image),
                   "mask_sha256": self.jobs.store(mask_in)}
-        return self._submit(endpoint, plan, args, loop, client, inputs)
+        return self._submit(endpoint, plan, args, loop, client, inputs, prepared)
+
+    def _prepare(self, req: GenerationParams, seeds: list[int]) -> PreparedPrompt:
+        return self.prompts.prepare(req.prompt, req.negative_prompt, style=req.style,
+                                    translate=req.translate, expand=req.expand_prompt,
+                                    seed=seeds[0])
 
     def _plan(self, req: GenerationParams, task: str) -> Plan:
         """Which providers to try, in order, and the local model and choices if any."""
@@ -103,14 +117,19 @@ class GenerationService:
 
     def _submit(self, endpoint: str, plan: Plan, args: Txt2ImgInput,
                 loop: asyncio.AbstractEventLoop, client: dict | None,
-                inputs: dict[str, str] | None = None) -> Accepted:
+                inputs: dict[str, str] | None = None,
+                prepared: PreparedPrompt | None = None) -> Accepted:
         def body(ctx: RunContext) -> Finished:
-            return self._run_chain(ctx, endpoint, plan, args)
+            done = self._run_chain(ctx, endpoint, plan, args)
+            if prepared is not None:
+                done.result["prompting"] = prepared.summary()
+            return done
 
         local = LOCAL in plan.chain
         return self.jobs.submit(
             endpoint=endpoint, entry=plan.entry, prompt=args.prompt,
             negative_prompt=args.negative_prompt, params=public_params(args),
+            prepared=prepared,
             scheduler=args.scheduler, seeds=args.seeds, body=body, loop=loop, client=client,
             inputs=inputs, choice=plan.choice, provider=plan.chain[0],
             model=plan.entry.id if plan.chain[0] == LOCAL and plan.entry else plan.remote_model,

@@ -22,6 +22,7 @@ from app.pipelines.registry import ModelEntry
 from app.pipelines.schedules import check_keyframes, expand
 from app.schemas.generation import MAX_SEED
 from app.schemas.sequences import Img2SeqRequest
+from app.services.prompting import PreparedPrompt, PromptService, ScheduledPrompt
 from app.services.submission import Accepted, Choice, Finished, JobSubmitter, RunContext
 
 
@@ -30,13 +31,15 @@ def frame_name(index: int) -> str:
 
 
 class SequenceService:
-    def __init__(self, submitter: JobSubmitter) -> None:
+    def __init__(self, submitter: JobSubmitter, prompts: PromptService) -> None:
         self.jobs = submitter
+        self.prompts = prompts
 
     # -- accepting (threadpool thread) --------------------------------------------------
     def accept_img2seq(self, req: Img2SeqRequest, loop: asyncio.AbstractEventLoop,
                        client: dict | None = None) -> Accepted:
         settings = self.jobs.settings
+        req = self.prompts.with_style_params(req)
         if "gif" in req.packages and req.fps > 50:
             raise InvalidInput("GIF timing has centisecond steps: fps above 50 plays at 10 "
                                "fps in browsers; use webp or mp4, or fps <= 50", param="fps")
@@ -57,11 +60,13 @@ class SequenceService:
         width = req.width or round_to_multiple(image.image.width)
         height = req.height or round_to_multiple(image.image.height)
         self.jobs.check_size(width, height)
+        seeds = self._seeds(req)
+        prepared = self._prepare(req, prompts, seeds[0])
         args = SequenceInput(
-            image=image.image, prompts=dict(sorted(prompts.items())),
-            negative_prompt=req.negative_prompt, frames=req.frames, width=width, height=height,
+            image=image.image, prompts=dict(sorted(prepared.keyframes.items())),
+            negative_prompt=prepared.negative_prompt, frames=req.frames, width=width, height=height,
             steps=req.steps, guidance_scale=req.guidance_scale, strengths=strengths,
-            seeds=self._seeds(req), scheduler=req.scheduler, mode=req.mode,
+            seeds=seeds, scheduler=req.scheduler, mode=req.mode,
             motion=self._motion(req), color_coherence=req.color_coherence,
             loras=choice.lora_refs, vae=req.vae, clip_skip=req.clip_skip)
         params = {
@@ -71,19 +76,28 @@ class SequenceService:
             "seeds": args.seeds, "strengths": strengths, "prompt_schedule": args.prompts,
             "motion": req.motion.model_dump() if req.motion else None,
             "color_coherence": req.color_coherence, "packages": list(req.packages),
-            "clip_skip": req.clip_skip,
+            "clip_skip": req.clip_skip, "prompting": prepared.summary(),
         }
 
         def body(ctx: RunContext) -> Finished:
             return self._run(ctx, entry, choice, args, params, req.fps, list(req.packages))
 
-        prompt = req.prompt if req.prompt is not None else " | ".join(
-            f"{k}: {v}" for k, v in args.prompts.items())
         return self.jobs.submit(
-            endpoint="img2seq", entry=entry, prompt=prompt,
-            negative_prompt=req.negative_prompt, params=params, scheduler=req.scheduler,
+            endpoint="img2seq", entry=entry, prompt=prepared.prompt,
+            negative_prompt=prepared.negative_prompt, params=params, scheduler=req.scheduler,
+            prepared=prepared,
             seeds=args.seeds, body=body, loop=loop, client=client,
             inputs={"input_image_sha256": self.jobs.store(image)}, choice=choice)
+
+    def _prepare(self, req: Img2SeqRequest, prompts: dict[int, str],
+                 seed: int) -> ScheduledPrompt:
+        """Translate/expand/style every keyframe prompt (the same way for each)."""
+        parts: dict[int, PreparedPrompt] = {}
+        for frame, text in sorted(prompts.items()):
+            parts[frame] = self.prompts.prepare(
+                text, req.negative_prompt, style=req.style, translate=req.translate,
+                expand=req.expand_prompt, seed=seed)
+        return ScheduledPrompt.combine(parts, single=req.prompt is not None)
 
     def _seeds(self, req: Img2SeqRequest) -> list[int]:
         first = self.jobs.first_seed(req.seed)

@@ -189,14 +189,22 @@ class JobSubmitter:
                loop: asyncio.AbstractEventLoop, client: dict | None,
                inputs: dict[str, str] | None = None, choice: Choice | None = None,
                provider: str = "local", model: str | None = None,
-               queue: JobQueue | None = None) -> Accepted:
-        """Record the accepted request, then queue ``body`` to run on a worker."""
+               queue: JobQueue | None = None, prepared=None) -> Accepted:
+        """Record the accepted request, then queue ``body`` to run on a worker.
+
+        ``prepared`` (a :class:`~app.services.prompting.PreparedPrompt`) puts the prompt as
+        typed, translated and expanded on the record; ``prompt`` is then the one used."""
         record_id, job_id = str(uuid.uuid4()), str(uuid.uuid4())
         choice = choice or Choice()
+        extra: dict = {}
+        if prepared is not None:
+            params = {**params, "prompting": prepared.summary()}
+            extra = {"prompt": prepared.typed, "prompt_translated": prepared.translated,
+                     "prompt_expanded": prepared.expanded}
         self.records.create(NewRecord(
             id=record_id, job_id=job_id, endpoint=endpoint, provider=provider,
             model=model or (entry.id if entry else None),
-            prompt=prompt, negative_prompt=negative_prompt, params=params,
+            **({"prompt": prompt} | extra), negative_prompt=negative_prompt, params=params,
             scheduler=scheduler, client=client,
             loras=[{"name": n, "weight": w} for n, w in choice.lora_refs] or None,
             vae=choice.vae.id if choice.vae else None, **(inputs or {})))

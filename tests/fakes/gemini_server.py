@@ -7,6 +7,13 @@
   ``{"candidates": [{"content": {"role": "model", "parts": [{"inlineData": {"mimeType",
   "data"}}]}, "finishReason": "STOP"}], "usageMetadata": {...}, "modelVersion": ...}``.
 
+  For a JSON request (``generationConfig.responseMimeType == "application/json"``, what the
+  prompt expanders send) the part is text instead: ``{"prompts": [...]}`` with as many
+  items as the last ``Count: N`` line of the user turns (or ``Scripted.count``), each
+  prompt starting with the ``Wish:`` line's text. JSON kinds: ``ok``; ``repairable``
+  (fenced, trailing commas); ``malformed`` (cut off); ``text`` (``Scripted.text`` as is);
+  ``blocked`` (``promptFeedback.blockReason``); ``empty`` (finish reason, no content).
+
 Errors use Google's envelope ``{"error": {"code", "message", "status"}}``. Tests script
 answers in order with :meth:`FakeGemini.then` (unscripted requests get ``ok``) and read
 what was received (method, path, lower-cased headers, JSON body) from ``received``.
@@ -40,7 +47,8 @@ ROUTE = re.compile(r"^/v1beta/models/(?P<model>[^/:]+):(?P<method>predict|genera
 
 @dataclass
 class Scripted:
-    """One answer. kind: ok | error | hang | garbage | blocked | text | filtered | empty."""
+    """One answer. kind: ok | error | hang | garbage | blocked | text | filtered | empty,
+    and for JSON requests also repairable | malformed."""
 
     kind: str = "ok"
     status: int = 200
@@ -48,6 +56,7 @@ class Scripted:
     seconds: float = 0.0
     text: str = ""
     reason: str = "SAFETY"
+    count: int | None = None  # JSON answers: number of items (default: the Count: line)
 
 
 @dataclass
@@ -126,6 +135,54 @@ def _generate_content(model: str, step: Scripted) -> dict:
                             "finishReason": "STOP", "index": 0}], **common}
 
 
+def _wish_and_count(body: dict) -> tuple[str, int]:
+    """The ``Wish:`` and ``Count:`` lines of the latest user turn that has them."""
+    for content in reversed((body or {}).get("contents") or []):
+        if content.get("role", "user") != "user":
+            continue
+        text = "".join(part.get("text", "") for part in content.get("parts") or [])
+        count = re.search(r"^Count: (\d+)", text, re.MULTILINE)
+        if count:
+            wish = re.search(r"^Wish: (.+)$", text, re.MULTILINE)
+            return (wish.group(1).strip() if wish else "something"), int(count.group(1))
+    return "something", 1
+
+
+def prompts_answer(wish: str, count: int) -> dict:
+    """A valid ``{"prompts": [...]}`` answer with ``count`` items about ``wish``."""
+    return {"prompts": [{
+        "title": f"Gemini Idea {i + 1}",
+        "description": f"Picture {i + 1} of {wish}.",
+        "metatags": ["gemini", f"variant {i + 1}", "fake"],
+        "prompt": f"{wish}, gemini variant {i + 1}, soft morning light, detailed",
+        "negative_prompt": "blurry, lowres" if i else "",
+    } for i in range(count)]}
+
+
+def is_json_request(body: dict | None) -> bool:
+    config = (body or {}).get("generationConfig") or {}
+    return config.get("responseMimeType") == "application/json"
+
+
+def _json_content(model: str, body: dict, step: Scripted) -> dict:
+    if step.kind in ("blocked", "empty"):
+        return _generate_content(model, step)
+    wish, count = _wish_and_count(body)
+    answer = json.dumps(prompts_answer(wish, step.count if step.count is not None else count))
+    text = answer
+    if step.kind == "repairable":
+        text = "```json\n" + answer.replace("]", ",]").replace("}", ",}") + "\n```"
+    elif step.kind == "malformed":
+        text = answer[: len(answer) // 2]
+    elif step.kind == "text":
+        text = step.text
+    usage = {"promptTokenCount": 150, "candidatesTokenCount": 90, "thoughtsTokenCount": 20,
+             "totalTokenCount": 260}
+    return {"candidates": [{"content": {"role": "model", "parts": [{"text": text}]},
+                            "finishReason": "STOP", "index": 0}],
+            "usageMetadata": usage, "modelVersion": f"{model}-fake", "responseId": "fake-2"}
+
+
 def _handler(fake: FakeGemini) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -171,6 +228,8 @@ def _handler(fake: FakeGemini) -> type[BaseHTTPRequestHandler]:
                 self._send(200, b"<html>definitely not json", "application/json")
             elif match["method"] == "predict":
                 self._json(200, _predict(body or {}, step))
+            elif is_json_request(body):
+                self._json(200, _json_content(match["model"], body, step))
             else:
                 self._json(200, _generate_content(match["model"], step))
 

@@ -1,11 +1,24 @@
-"""A fake OpenAI images API on 127.0.0.1 that speaks the real wire format: JSON for
-``/v1/images/generations``, multipart for ``/v1/images/edits``, base64 or URL answers.
-Tests script its answers and read back what it received."""
+"""A fake OpenAI API on 127.0.0.1 that speaks the real wire format: JSON for
+``/v1/images/generations``, multipart for ``/v1/images/edits``, base64 or URL answers, and
+``/v1/chat/completions`` (chat completion objects) for the prompt expanders.
+Tests script its answers and read back what it received.
+
+Chat answers (:meth:`Scripted` kinds): ``ok`` builds ``{"prompts": [...]}`` with as many
+items as the last ``Count: N`` line of the user messages (or ``Scripted.count``), each
+prompt starting with the ``Wish:`` line's text; ``repairable`` is the same JSON in a
+```json fence with trailing commas; ``malformed`` is cut-off JSON; ``refusal`` sets
+``message.refusal``; ``error`` answers ``status`` with OpenAI's error envelope; ``hang``
+waits ``seconds`` (without blocking other requests); ``text`` answers ``Scripted.text``
+as the message content; ``garbage`` is a body that is not JSON.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
+import json
+import re
 import socket
 import threading
 import time
@@ -23,10 +36,14 @@ COLOR = (200, 30, 40)  # what the fake paints, so a pasted result is recognisabl
 
 @dataclass
 class Scripted:
-    kind: str = "ok"  # ok | url | error | hang | garbage | empty
+    # images: ok | url | error | hang | garbage | empty
+    # chat: ok | repairable | malformed | refusal | error | hang | text | garbage | empty
+    kind: str = "ok"
     status: int = 200
     message: str = ""
     seconds: float = 0.0
+    count: int | None = None  # chat: items in an ok/repairable answer (default: Count: N)
+    text: str = ""  # chat: the content of a "text" answer
 
 
 @dataclass
@@ -34,6 +51,7 @@ class FakeOpenAI:
     base_url: str = ""
     script: deque = field(default_factory=deque)
     received: list = field(default_factory=list)
+    release: threading.Event = field(default_factory=threading.Event)
 
     def then(self, *answers: Scripted) -> FakeOpenAI:
         self.script.extend(answers)
@@ -90,12 +108,77 @@ def _app(fake: FakeOpenAI) -> FastAPI:
                 body[key] = value
         return await answer(body, files, request.url.path, dict(request.headers))
 
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        body = await request.json()
+        fake.received.append({"path": request.url.path, "body": body, "files": {},
+                              "headers": dict(request.headers)})
+        step = fake.script.popleft() if fake.script else Scripted()
+        return await _chat_answer(fake, body, step)
+
     @app.get("/files/{name}")
     async def file(name: str) -> Response:
         width, height = (int(v) for v in name.removesuffix(".png").split("x"))
         return Response(_png((width, height)), media_type="image/png")
 
     return app
+
+
+def _wish_and_count(body: dict) -> tuple[str, int]:
+    """The ``Wish:`` and ``Count:`` lines of the latest user message that has them."""
+    for message in reversed(body.get("messages") or []):
+        content = message.get("content") if message.get("role") == "user" else None
+        count = re.search(r"^Count: (\d+)", content or "", re.MULTILINE)
+        if count:
+            wish = re.search(r"^Wish: (.+)$", content, re.MULTILINE)
+            return (wish.group(1).strip() if wish else "something"), int(count.group(1))
+    return "something", 1
+
+
+def prompts_answer(wish: str, count: int) -> dict:
+    """A valid ``{"prompts": [...]}`` answer with ``count`` items about ``wish``."""
+    return {"prompts": [{
+        "title": f"Fake Idea {i + 1}",
+        "description": f"Picture {i + 1} of {wish}.",
+        "metatags": ["Fake", f"Variant {i + 1}", "fake", " #Test "],
+        "prompt": f"{wish}, fake variant {i + 1}, golden hour, highly detailed",
+        "negative_prompt": "blurry, lowres" if i else "",
+    } for i in range(count)]}
+
+
+async def _chat_answer(fake: FakeOpenAI, body: dict, step: Scripted) -> Response:
+    if step.kind == "hang":
+        deadline = time.monotonic() + step.seconds
+        while time.monotonic() < deadline and not fake.release.is_set():
+            await asyncio.sleep(0.02)
+    if step.kind == "error":
+        return JSONResponse({"error": {"message": step.message or "bad", "type":
+                                       "invalid_request_error", "code": None}},
+                            status_code=step.status)
+    if step.kind == "garbage":
+        return Response(b"<html>definitely not json", media_type="application/json")
+    wish, count = _wish_and_count(body)
+    answer = json.dumps(prompts_answer(wish, step.count if step.count is not None else count))
+    content, refusal = answer, None
+    if step.kind == "repairable":
+        content = "```json\n" + answer.replace("]", ",]").replace("}", ",}") + "\n```"
+    elif step.kind == "malformed":
+        content = answer[: len(answer) // 2]
+    elif step.kind == "text":
+        content = step.text
+    elif step.kind == "refusal":
+        content, refusal = None, step.message or "I'm sorry, I can't help with that."
+    elif step.kind == "empty":
+        content = None
+    return JSONResponse({
+        "id": f"chatcmpl-fake-{len(fake.received)}", "object": "chat.completion",
+        "created": 1, "model": f"{body.get('model')}-fake", "system_fingerprint": "fp_fake",
+        "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                     "message": {"role": "assistant", "content": content, "refusal": refusal,
+                                 "annotations": []}}],
+        "usage": {"prompt_tokens": 120, "completion_tokens": 80, "total_tokens": 200,
+                  "completion_tokens_details": {"reasoning_tokens": 0}},
+    })
 
 
 @contextmanager
@@ -115,5 +198,6 @@ def fake_openai():
     try:
         yield fake
     finally:
+        fake.release.set()
         server.should_exit = True
         thread.join(5)

@@ -13,7 +13,8 @@ def test_every_operation_has_a_summary_and_documented_responses(client):
             assert {"200", "201", "202"} & set(op["responses"]), (method, path)
 
 
-@pytest.mark.parametrize("path", ["/txt2img", "/inpaint", "/inpainting/", "/img2seq"])
+@pytest.mark.parametrize("path", ["/txt2img", "/inpaint", "/inpainting/", "/img2seq",
+                                  "/prompt-expand"])
 def test_request_examples_run_as_they_are(client, path):
     spec = client.get("/openapi.json").json()
     media = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]

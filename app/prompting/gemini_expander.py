@@ -1,0 +1,205 @@
+"""Prompt expansion with a Gemini text model (JSON response schema) via ``google-genai``.
+
+Flow: ``expand`` sends few-shot turns (user/model) and the request as ``contents``, the
+rules as ``system_instruction``, and ``response_mime_type="application/json"`` with
+:func:`gemini_schema` (:data:`~app.prompting.llm.ANSWER_SCHEMA` without
+``additionalProperties``, which Gemini's schema subset lacks, plus ``propertyOrdering`` and
+``minItems``/``maxItems`` = count) through ``client.models.generate_content``. Sampling:
+``temperature``, ``top_p``, ``top_k``, ``max_tokens`` (as ``max_output_tokens``) when set,
+``seed`` and ``candidate_count=1``. :func:`app.prompting.llm.run_with_retry` parses, repairs
+and asks once more (the bad answer as the model's turn plus a corrective user turn).
+
+The client is built like :mod:`app.providers.gemini` (``base_url``, API version ``v1beta``,
+timeout), but here the SDK retries itself: ``HttpRetryOptions(attempts=retries + 1)``
+retries 408/429/5xx, timeouts and connection errors with exponential backoff. Errors are
+``ExpanderError``: "unavailable" (not configured, any API error, timeout, unreachable),
+"refused" (prompt blocked, a safety finish reason, or no text in the answer). The key is
+scrubbed from every reason. Usage is reported as ``input_tokens``/``output_tokens``/
+``thoughts_tokens``/``total_tokens``.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from typing import Any
+
+from app.prompting.llm import (
+    ANSWER_SCHEMA,
+    Correction,
+    ExpanderError,
+    FewShot,
+    LLMAnswer,
+    Reply,
+    Sampling,
+    check_request,
+    parse_answer,
+    run_with_retry,
+    scrub,
+    to_expansions,
+    user_message,
+)
+from app.prompting.styles import StylePreset
+from app.providers.gemini import _TIMEOUTS, _TRANSPORT, API_VERSION
+
+REFUSAL_FINISH = frozenset({"SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "RECITATION",
+                            "IMAGE_SAFETY", "LANGUAGE"})
+MAX_BACKOFF_S = 8.0
+
+
+def gemini_schema(count: int) -> dict[str, Any]:
+    """:data:`ANSWER_SCHEMA` in Gemini's dialect, asking for exactly ``count`` items."""
+
+    def convert(node: Any) -> Any:
+        if isinstance(node, list):
+            return [convert(v) for v in node]
+        if not isinstance(node, dict):
+            return node
+        out = {k: convert(v) for k, v in node.items() if k != "additionalProperties"}
+        if isinstance(node.get("properties"), dict):
+            out["properties"] = {k: convert(v) for k, v in node["properties"].items()}
+            out["propertyOrdering"] = list(node["properties"])
+        return out
+
+    schema = convert(copy.deepcopy(ANSWER_SCHEMA))
+    schema["properties"]["prompts"].update(minItems=count, maxItems=count)
+    return schema
+
+
+class GeminiExpander:
+    name = "gemini"
+
+    def __init__(self, *, api_key: str | None, base_url: str | None, model: str,
+                 timeout: float, retries: int, fewshot: FewShot,
+                 backoff_s: float = 1.0) -> None:
+        self._api_key = api_key or None
+        self._base_url = base_url
+        self.model = (model or "").removeprefix("models/")
+        self.timeout = timeout
+        self.retries = max(0, retries)
+        self.backoff_s = max(0.0, backoff_s)
+        self.fewshot = fewshot
+        self._client_obj = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:  # never show the key
+        return f"GeminiExpander(base_url={self._base_url!r}, model={self.model!r})"
+
+    def available(self) -> tuple[bool, str | None]:
+        if not self._api_key:
+            return False, "GEMINI_API_KEY is not set"
+        if not self.model:
+            return False, "no Gemini text model configured"
+        return True, None
+
+    def expand(self, idea: str, *, style: StylePreset | None, count: int, seed: int,
+               sampling: Sampling) -> LLMAnswer:
+        from google.genai import types
+
+        idea = check_request(idea, count)
+        usable, why = self.available()
+        if not usable:
+            raise ExpanderError("unavailable", why or "not configured")
+        style_name = style.name if style else None
+        contents: list[types.Content] = []
+        for example in self.fewshot.pick(style_name):
+            asked, answered = example.turns()
+            contents += [_turn("user", asked), _turn("model", answered)]
+        contents.append(_turn("user", user_message(idea, style_name, count)))
+        config = types.GenerateContentConfig(
+            system_instruction=self.fewshot.system_prompt(style, count),
+            response_mime_type="application/json", response_schema=gemini_schema(count),
+            temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
+            max_output_tokens=sampling.max_tokens, seed=seed, candidate_count=1)
+
+        def call(correction: Correction | None) -> Reply:
+            extra = [] if correction is None else [
+                _turn("model", correction.previous), _turn("user", correction.message)]
+            return self._call(contents + extra, config)
+
+        def parse(text: str):
+            items, repaired = parse_answer(text, count)
+            return to_expansions(items, idea=idea, style=style, seed=seed,
+                                 provider=self.name), repaired
+
+        return run_with_retry(call, parse, model=self.model)
+
+    # -- one call ------------------------------------------------------------------------
+    def _client(self):
+        with self._lock:
+            if self._client_obj is None:
+                from google import genai
+                from google.genai import types
+
+                retry = types.HttpRetryOptions(
+                    attempts=self.retries + 1, initial_delay=self.backoff_s,
+                    max_delay=MAX_BACKOFF_S, jitter=self.backoff_s / 2)
+                options = types.HttpOptions(
+                    base_url=self._base_url, api_version=API_VERSION,
+                    timeout=max(1, int(self.timeout * 1000)), retry_options=retry)
+                self._client_obj = genai.Client(api_key=self._api_key, vertexai=False,
+                                                http_options=options)
+            return self._client_obj
+
+    def _call(self, contents: list, config) -> Reply:
+        try:
+            response = self._client().models.generate_content(
+                model=self.model, contents=contents, config=config)
+        except Exception as exc:  # noqa: BLE001 - everything maps to ExpanderError
+            raise self._mapped(exc) from None
+        model = getattr(response, "model_version", None)
+        usage = _usage(getattr(response, "usage_metadata", None))
+        feedback = getattr(response, "prompt_feedback", None)
+        block = getattr(feedback, "block_reason", None) if feedback else None
+        if block:
+            raise ExpanderError("refused", f"Gemini blocked the prompt ({_enum(block)})")
+        candidates = list(getattr(response, "candidates", None) or [])
+        if not candidates:
+            raise ExpanderError("refused", "Gemini answered without a candidate")
+        finish = _enum(getattr(candidates[0], "finish_reason", None) or "")
+        content = getattr(candidates[0], "content", None)
+        text = "".join(part.text for part in (getattr(content, "parts", None) or [])
+                       if getattr(part, "text", None) and not getattr(part, "thought", None))
+        if finish in REFUSAL_FINISH:
+            raise ExpanderError("refused", f"Gemini stopped the answer ({finish})")
+        if not text.strip() and finish != "MAX_TOKENS":  # cut off: parsed as malformed
+            raise ExpanderError("refused", "Gemini answered without text"
+                                + (f" (finish reason {finish})" if finish else ""))
+        return Reply(text=text, model=model, usage=usage)
+
+    def _mapped(self, exc: Exception) -> ExpanderError:
+        from google.genai import errors
+
+        if isinstance(exc, _TIMEOUTS):
+            reason = f"Gemini did not answer within {self.timeout:g}s"
+        elif isinstance(exc, _TRANSPORT):
+            reason = f"Gemini could not be reached ({type(exc).__name__})"
+        elif isinstance(exc, errors.APIError):
+            reason = f"Gemini failed ({exc.code} {exc.status or ''}: {exc.message or ''})"
+        else:
+            reason = f"Gemini answered something unusable ({type(exc).__name__})"
+        return ExpanderError("unavailable", scrub(reason, self._api_key))
+
+
+def _turn(role: str, text: str):
+    from google.genai import types
+
+    return types.Content(role=role, parts=[types.Part(text=text)])
+
+
+def _usage(meta) -> dict | None:
+    if meta is None:
+        return None
+    out = {}
+    for ours, theirs in (("input_tokens", "prompt_token_count"),
+                         ("output_tokens", "candidates_token_count"),
+                         ("thoughts_tokens", "thoughts_token_count"),
+                         ("total_tokens", "total_token_count")):
+        value = getattr(meta, theirs, None)
+        if isinstance(value, int):
+            out[ours] = value
+    return out or None
+
+
+def _enum(value) -> str:
+    return str(getattr(value, "value", value))

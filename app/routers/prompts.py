@@ -1,0 +1,67 @@
+"""POST /prompt-expand and GET /styles."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Body, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+
+from app.deps import ClientDep, PromptsDep
+from app.prompting.exports import to_csv, to_jsonl
+from app.schemas.errors import error_responses
+from app.schemas.prompts import (
+    PROMPT_EXPAND_EXAMPLES,
+    PromptExpandRequest,
+    PromptExpandResult,
+    StyleInfo,
+)
+
+router = APIRouter(tags=["prompts"])
+
+ExportFormat = Literal["json", "csv", "jsonl"]
+
+
+@router.post(
+    "/prompt-expand", response_model=PromptExpandResult, summary="Expand an idea into prompts",
+    responses={200: {"content": {
+        "text/csv": {"schema": {"type": "string"}},
+        "application/x-ndjson": {"schema": {"type": "string"}}},
+        "description": "The prompts (JSON), or with `format=csv` the seed tool's columns "
+                       "title, description, metatags, prompt, or with `format=jsonl` one "
+                       "prompt per line."},
+        **error_responses(_422="Invalid input, unknown style, or (with `fallback: false`) "
+                               "the LLM refused or is not configured.",
+                          _502="The LLM failed (`fallback: false` only).",
+                          _504="The LLM timed out (`fallback: false` only).")})
+async def prompt_expand(
+    body: Annotated[PromptExpandRequest, Body(openapi_examples=PROMPT_EXPAND_EXAMPLES)],
+    prompts: PromptsDep, client: ClientDep,
+    format: Annotated[ExportFormat, Query(description="json, csv or jsonl.")] = "json",
+) -> Response:
+    """Turn a short wish in any language, or a script (one scene per line), into rich Stable
+    Diffusion prompts with a title, description and metatags. The idea is translated to
+    English first (offline glossary; online translators when configured). `provider`
+    picks the expander: `local` (offline, deterministic per seed), `openai` or `gemini`
+    (structured JSON output; malformed answers are repaired or retried once, then the local
+    expander answers). Every expansion is recorded (`GET /records?endpoint=prompt-expand`)."""
+    result = await run_in_threadpool(prompts.expand, body, client)
+    headers = {"X-Bildwerk-Record-Id": result["record_id"]}
+    if format == "csv":
+        return Response(to_csv(result["prompts"]), media_type="text/csv; charset=utf-8",
+                        headers=headers)
+    if format == "jsonl":
+        return Response(to_jsonl(result["prompts"]), media_type="application/x-ndjson",
+                        headers=headers)
+    return JSONResponse(PromptExpandResult.model_validate(result).model_dump(mode="json"),
+                        headers=headers)
+
+
+@router.get("/styles", response_model=list[StyleInfo], summary="Style presets")
+def list_styles(prompts: PromptsDep) -> list[StyleInfo]:
+    """Named presets for `style` on /prompt-expand, /txt2img, /inpaint and /img2seq: a
+    template around the prompt, a negative prompt, and recommended steps and guidance."""
+    return [StyleInfo(name=p.name, description=p.description, template=p.template,
+                      negative_prompt=p.negative_prompt, domain=p.domain, params=p.params)
+            for p in prompts.list_styles()]

@@ -1,0 +1,414 @@
+"""The LLM prompt expanders through the real ``openai`` and ``google-genai`` SDKs against
+the fakes on 127.0.0.1: answers, wire format, repair, one corrective retry, refusals,
+bounded retries, timeouts, and the few-shot files."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from app.prompting.gemini_expander import GeminiExpander
+from app.prompting.llm import (
+    ANSWER_SCHEMA,
+    ExpanderError,
+    FewShot,
+    Sampling,
+    parse_answer,
+    system_prompt,
+    user_message,
+)
+from app.prompting.openai_expander import OpenAIExpander
+from app.prompting.styles import StyleBook
+from app.prompting.vocab import MAX_CONTENT_TOKENS, count_tokens, load_negative_presets
+from tests.fakes import gemini_server, openai_server
+
+OPENAI_KEY = "sk-test-SECRET-never-show-me"
+GEMINI_KEY = "AIza-test-SECRET-never-show-me"
+WISH = "a lighthouse on a cliff at dusk"
+
+
+@pytest.fixture(scope="module")
+def book() -> StyleBook:
+    return StyleBook.load()
+
+
+@pytest.fixture(scope="module")
+def fewshot() -> FewShot:
+    return FewShot()
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[tuple[Any, Any]]:
+    with openai_server.fake_openai() as oa, gemini_server.fake_gemini() as gm:
+        yield oa, gm
+
+
+@dataclass
+class Backend:
+    """One provider's expander, fake and scripting, so behaviour tests run for both."""
+
+    name: str
+    fake: Any
+    fewshot: FewShot
+
+    def expander(self, *, key: str | None = "default", timeout: float = 5.0, retries: int = 0):
+        if self.name == "openai":
+            return OpenAIExpander(api_key=OPENAI_KEY if key == "default" else key,
+                                  base_url=f"{self.fake.base_url}/v1", model="gpt-4o-mini",
+                                  timeout=timeout, retries=retries, fewshot=self.fewshot)
+        return GeminiExpander(api_key=GEMINI_KEY if key == "default" else key,
+                              base_url=self.fake.base_url, model="gemini-2.5-flash",
+                              timeout=timeout, retries=retries, fewshot=self.fewshot,
+                              backoff_s=0.0)
+
+    def then(self, kind: str, **kw) -> None:
+        module = openai_server if self.name == "openai" else gemini_server
+        self.fake.then(module.Scripted(kind, **kw))
+
+    def bodies(self) -> list[dict]:
+        if self.name == "openai":
+            return [r["body"] for r in self.fake.received]
+        return [r.body for r in self.fake.received]
+
+    @property
+    def key(self) -> str:
+        return OPENAI_KEY if self.name == "openai" else GEMINI_KEY
+
+
+@pytest.fixture(params=["openai", "gemini"])
+def backend(request, servers, fewshot) -> Backend:
+    fake = servers[0] if request.param == "openai" else servers[1]
+    fake.script.clear()
+    fake.received.clear()
+    return Backend(request.param, fake, fewshot)
+
+
+def expand(expander, style=None, count=3, seed=10, sampling=Sampling(), idea=WISH):
+    return expander.expand(idea, style=style, count=count, seed=seed, sampling=sampling)
+
+
+# --------------------------------------------------------------------------- answers
+
+def test_an_answer_becomes_expansions(backend, book):
+    style = book.get("satellite-map")
+    answer = expand(backend.expander(), style=style, count=3, seed=10)
+    assert [e.seed for e in answer.expansions] == [10, 11, 12]
+    assert answer.calls == 1 and answer.repaired is False and len(answer.raw) == 1
+    assert json.loads(answer.raw[0])["prompts"][0]["title"].endswith("Idea 1")
+    assert answer.model.endswith("-fake") and answer.usage["total_tokens"] > 0
+    for i, exp in enumerate(answer.expansions):
+        assert exp.provider == backend.name and exp.style == "satellite-map"
+        assert exp.params == style.params and exp.truncated is False
+        assert exp.prompt.startswith(f"{WISH}, aerial satellite photograph")
+        assert f"variant {i + 1}" in exp.prompt
+        assert count_tokens(exp.prompt) <= MAX_CONTENT_TOKENS
+        assert exp.title.endswith(f"Idea {i + 1}") and WISH in exp.description
+        assert 3 <= len(exp.metatags) <= 8 and len(set(exp.metatags)) == len(exp.metatags)
+        assert all(t == t.strip().lower() and "#" not in t for t in exp.metatags)
+        # the model's own negative terms first, the style's appended
+        assert exp.negative_prompt.endswith("low quality")
+        assert "perspective view" in exp.negative_prompt
+    assert answer.expansions[1].negative_prompt.startswith("blurry, lowres, perspective view")
+
+
+def test_openai_metatags_are_cleaned_and_an_empty_negative_gets_the_general_preset(servers,
+                                                                                  fewshot):
+    fake = servers[0]
+    fake.script.clear()
+    backend = Backend("openai", fake, fewshot)
+    (exp,) = expand(backend.expander(), count=1).expansions
+    # the fake sends ["Fake", "Variant 1", "fake", " #Test "] and an empty negative
+    assert exp.metatags == ["fake", "variant 1", "test"] and exp.style is None
+    assert exp.negative_prompt == load_negative_presets()["general"]
+    assert exp.params == {}
+
+
+def test_openai_request_carries_schema_sampling_seed_and_few_shot(servers, fewshot, book):
+    fake = servers[0]
+    fake.received.clear()
+    expander = Backend("openai", fake, fewshot).expander()
+    expand(expander, style=book.get("satellite-map"), count=2, seed=42,
+           sampling=Sampling(temperature=0.8, top_p=0.9, top_k=40, max_tokens=700))
+    sent = fake.received[0]
+    body = sent["body"]
+    assert sent["path"] == "/v1/chat/completions"
+    assert sent["headers"]["authorization"] == f"Bearer {OPENAI_KEY}"
+    assert body["model"] == "gpt-4o-mini" and body["seed"] == 42
+    assert body["temperature"] == 0.8 and body["top_p"] == 0.9
+    assert body["max_completion_tokens"] == 700
+    assert "top_k" not in body and "max_tokens" not in body  # OpenAI chat has no top_k
+    assert body["response_format"] == {"type": "json_schema", "json_schema": {
+        "name": "prompt_expansions", "strict": True, "schema": ANSWER_SCHEMA}}
+    messages = body["messages"]
+    assert messages[0]["role"] == "system"
+    assert "exactly 2 different prompt" in messages[0]["content"]
+    assert book.get("satellite-map").template in messages[0]["content"]
+    assert messages[-1] == {"role": "user",
+                            "content": user_message(WISH, "satellite-map", 2)}
+    shots = messages[1:-1]
+    assert [m["role"] for m in shots] == ["user", "assistant"] * 3
+    assert shots[0]["content"] == user_message("ein See mitten in Olpe", "satellite-map", 1)
+    olpe = json.loads(shots[1]["content"])["prompts"][0]
+    assert olpe["prompt"].startswith("a lake in the middle of Olpe")
+
+
+def test_openai_unset_sampling_is_not_sent(servers, fewshot):
+    fake = servers[0]
+    fake.received.clear()
+    expand(Backend("openai", fake, fewshot).expander(), count=1)
+    body = fake.received[0]["body"]
+    assert not {"temperature", "top_p", "max_completion_tokens", "top_k"} & set(body)
+    assert body["seed"] == 10
+
+
+def test_gemini_request_carries_schema_sampling_seed_and_few_shot(servers, fewshot, book):
+    fake = servers[1]
+    fake.received.clear()
+    expander = Backend("gemini", fake, fewshot).expander()
+    answer = expand(expander, style=book.get("blender-render"), count=2, seed=7,
+                    sampling=Sampling(temperature=0.6, top_p=0.95, top_k=32, max_tokens=900))
+    sent = fake.received[0]
+    assert sent.path == "/v1beta/models/gemini-2.5-flash:generateContent"
+    assert sent.headers["x-goog-api-key"] == GEMINI_KEY
+    config = sent.body["generationConfig"]
+    assert config["responseMimeType"] == "application/json"
+    assert config["temperature"] == 0.6 and config["topP"] == 0.95 and config["topK"] == 32
+    assert config["maxOutputTokens"] == 900 and config["seed"] == 7
+    assert config["candidateCount"] == 1
+    schema = config["responseSchema"]
+    prompts = schema["properties"]["prompts"]
+    assert prompts["items"]["required"] == ANSWER_SCHEMA["properties"]["prompts"]["items"][
+        "required"]
+    assert "additionalProperties" not in json.dumps(schema)
+    assert prompts.get("minItems", prompts.get("min_items")) == 2
+    system = sent.body["systemInstruction"]["parts"][0]["text"]
+    assert "English" in system and book.get("blender-render").template in system
+    contents = sent.body["contents"]
+    assert [c["role"] for c in contents] == ["user", "model"] * 3 + ["user"]
+    assert contents[0]["parts"][0]["text"] == user_message("a cozy treehouse",
+                                                           "blender-render", 1)
+    assert contents[-1]["parts"][0]["text"] == user_message(WISH, "blender-render", 2)
+    assert answer.usage == {"input_tokens": 150, "output_tokens": 90, "thoughts_tokens": 20,
+                            "total_tokens": 260}
+    assert answer.expansions[0].prompt.startswith(f"{WISH}, blender 3d render")
+
+
+def test_a_long_prompt_is_fitted_to_75_clip_tokens_keeping_the_subject(backend):
+    terms = ", ".join(f"ornate detail number {i}" for i in range(40))
+    item = {"title": "Long", "description": "d", "metatags": ["a", "b", "c"],
+            "prompt": f"{WISH}, {terms}", "negative_prompt": "blurry"}
+    backend.then("text", text=json.dumps({"prompts": [item]}))
+    (exp,) = expand(backend.expander(), count=1).expansions
+    assert exp.truncated is True and exp.prompt.startswith(f"{WISH}, ornate detail number 0")
+    assert count_tokens(exp.prompt) <= MAX_CONTENT_TOKENS
+    assert not exp.prompt.endswith(",")
+
+
+# --------------------------------------------------------------------------- repair and retry
+
+def test_repairable_json_is_repaired_without_another_call(backend):
+    backend.then("repairable")
+    answer = expand(backend.expander(), count=3)
+    assert answer.repaired is True and answer.calls == 1 and len(backend.bodies()) == 1
+    assert answer.raw[0].startswith("```json") and len(answer.expansions) == 3
+
+
+def test_malformed_then_ok_asks_once_more_with_a_correction(backend):
+    backend.then("malformed")
+    answer = expand(backend.expander(), count=2)
+    assert answer.calls == 2 and len(answer.raw) == 2 and len(answer.expansions) == 2
+    first, second = backend.bodies()
+    if backend.name == "openai":
+        turns = [(m["role"], m["content"]) for m in second["messages"]]
+        base = len(first["messages"])
+    else:
+        turns = [(c["role"], c["parts"][0]["text"]) for c in second["contents"]]
+        base = len(first["contents"])
+    assert len(turns) == base + 2
+    assert turns[-2] == (turns[-2][0], answer.raw[0]) and turns[-2][0] in ("assistant", "model")
+    assert turns[-1][0] == "user"
+    assert turns[-1][1].startswith("Your last answer was not valid JSON for the schema: ")
+    assert turns[-1][1].endswith("Answer again with JSON only.")
+
+
+def test_malformed_twice_is_a_malformed_error(backend):
+    backend.then("malformed")
+    backend.then("malformed")
+    with pytest.raises(ExpanderError) as caught:
+        expand(backend.expander(retries=2), count=3)
+    err = caught.value
+    assert err.kind == "malformed" and err.attempts == 2 and len(err.raw) == 2
+    assert len(backend.bodies()) == 2
+
+
+def test_too_few_items_is_malformed(backend):
+    backend.then("ok", count=1)
+    backend.then("ok", count=2)
+    with pytest.raises(ExpanderError) as caught:
+        expand(backend.expander(), count=3)
+    assert caught.value.kind == "malformed" and "3" in caught.value.reason
+    assert caught.value.attempts == 2
+
+
+# --------------------------------------------------------------------------- failures
+
+def test_openai_refusal_is_refused_and_not_retried(servers, fewshot):
+    backend = Backend("openai", servers[0], fewshot)
+    backend.fake.received.clear()
+    backend.then("refusal", message="I can't help with that request.")
+    with pytest.raises(ExpanderError) as caught:
+        expand(backend.expander(retries=2))
+    assert caught.value.kind == "refused" and "can't help" in caught.value.reason
+    assert caught.value.attempts == 1 and len(backend.bodies()) == 1
+
+
+@pytest.mark.parametrize("kind, reason", [("blocked", "PROHIBITED_CONTENT"),
+                                          ("empty", "SAFETY")])
+def test_gemini_safety_blocks_are_refused(servers, fewshot, kind, reason):
+    backend = Backend("gemini", servers[1], fewshot)
+    backend.fake.received.clear()
+    backend.then(kind, reason=reason)
+    with pytest.raises(ExpanderError) as caught:
+        expand(backend.expander(retries=2))
+    assert caught.value.kind == "refused" and reason in caught.value.reason
+    assert len(backend.bodies()) == 1
+
+
+def test_server_errors_are_retried_a_bounded_number_of_times(backend):
+    for _ in range(4):
+        backend.then("error", status=500, message=f"internal {backend.key}")
+    start = time.monotonic()
+    with pytest.raises(ExpanderError) as caught:
+        expand(backend.expander(retries=1))
+    err = caught.value
+    assert err.kind == "unavailable" and "500" in err.reason and err.attempts == 1
+    assert len(backend.bodies()) == 2  # 1 + retries, by the SDK
+    assert backend.key not in err.reason and backend.key not in str(err)
+    assert time.monotonic() - start < 5
+
+
+def test_a_server_error_then_success_is_retried_by_the_sdk(backend):
+    backend.then("error", status=503, message="overloaded")
+    answer = expand(backend.expander(retries=1), count=1)
+    assert len(backend.bodies()) == 2 and answer.calls == 1
+
+
+def test_auth_errors_are_unavailable_at_once_without_the_key(backend):
+    backend.then("error", status=401, message=f"Incorrect API key provided: {backend.key}")
+    with pytest.raises(ExpanderError) as caught:
+        expand(backend.expander(retries=2))
+    assert caught.value.kind == "unavailable" and "401" in caught.value.reason
+    assert backend.key not in caught.value.reason and len(backend.bodies()) == 1
+
+
+def test_a_hanging_server_times_out_quickly(backend):
+    backend.then("hang", seconds=3)
+    start = time.monotonic()
+    with pytest.raises(ExpanderError) as caught:
+        expand(backend.expander(timeout=0.3, retries=0))
+    assert caught.value.kind == "unavailable" and "did not answer" in caught.value.reason
+    assert time.monotonic() - start < 2
+
+
+def test_without_a_key_nothing_is_called(backend):
+    expander = backend.expander(key=None)
+    usable, reason = expander.available()
+    env = "OPENAI_API_KEY" if backend.name == "openai" else "GEMINI_API_KEY"
+    assert usable is False and reason == f"{env} is not set"
+    with pytest.raises(ExpanderError) as caught:
+        expand(expander)
+    assert caught.value.kind == "unavailable" and caught.value.attempts == 0
+    assert backend.bodies() == []
+    assert backend.key not in repr(backend.expander())
+    assert backend.expander().available() == (True, None)
+
+
+# --------------------------------------------------------------------------- parsing
+
+ITEM = {"title": "T", "description": "D", "metatags": ["x"], "prompt": "a cat",
+        "negative_prompt": ""}
+
+
+@pytest.mark.parametrize("text, repaired", [
+    (json.dumps({"prompts": [ITEM, ITEM]}), False),
+    (json.dumps([ITEM, ITEM]), False),
+    ("```json\n" + json.dumps({"prompts": [ITEM, ITEM]}) + "\n```", True),
+    ("Here you are:\n```\n" + json.dumps([ITEM, ITEM]) + "\n```\nEnjoy!", True),
+    (json.dumps({"prompts": [ITEM, ITEM, {**ITEM, "extra": 1}]})[:-3] + ",]}", True),
+])
+def test_parse_answer_accepts_the_usual_shapes(text, repaired):
+    items, was_repaired = parse_answer(text, 2)
+    assert items == [ITEM, ITEM] and was_repaired is repaired
+
+
+@pytest.mark.parametrize("text", [
+    "",
+    "I cannot help with that.",
+    json.dumps({"prompts": [ITEM]}),  # fewer than asked for
+    json.dumps({"prompts": [ITEM, {**ITEM, "prompt": "  "}]}),  # empty prompt
+    json.dumps({"prompts": [ITEM, {**ITEM, "metatags": "a, b"}]}),  # wrong type
+    json.dumps({"prompts": [ITEM, {**ITEM, "title": 3}]}),  # no coercion
+    json.dumps({"prompts": [ITEM, {k: v for k, v in ITEM.items() if k != "prompt"}]}),
+])
+def test_parse_answer_rejects_malformed_answers(text):
+    with pytest.raises(ExpanderError) as caught:
+        parse_answer(text, 2)
+    assert caught.value.kind == "malformed"
+
+
+def test_a_single_object_is_one_item():
+    assert parse_answer(json.dumps(ITEM), 1) == ([ITEM], False)
+
+
+# --------------------------------------------------------------------------- few-shot
+
+def test_bad_fewshot_lines_are_skipped_with_a_warning(tmp_path, caplog):
+    good = {"idea": "a cat", "style": None, "answer": ITEM}
+    (tmp_path / "a.jsonl").write_text("\n".join([
+        json.dumps(good),
+        "{not json",
+        json.dumps({"idea": "a dog", "style": None}),
+        json.dumps({"idea": "a dog", "answer": {**ITEM, "metatags": "x"}}),
+        "",
+        json.dumps({**good, "idea": "a map", "style": "satellite-map"}),
+    ]), encoding="utf-8")
+    (tmp_path / "ignored.txt").write_text("nonsense", encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="bildwerk.prompting.llm"):
+        shots = FewShot(tmp_path)
+    assert [e.source for e in shots.examples] == ["a.jsonl:1", "a.jsonl:6"]
+    for line in (2, 3, 4):
+        assert f"a.jsonl:{line}" in caplog.text
+    assert [e.idea for e in shots.pick("satellite-map")] == ["a map", "a cat"]
+    assert [e.idea for e in shots.pick(None, 1)] == ["a cat"]
+    assert FewShot(tmp_path / "missing").examples == []
+
+
+def test_the_shipped_fewshot_files_are_valid(book, fewshot):
+    lines = sum(len([ln for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()])
+                for p in fewshot.folder.glob("*.jsonl"))
+    assert len(fewshot.examples) == lines >= 9
+    assert {e.style for e in fewshot.examples} == {None, "satellite-map", "blender-render"}
+    for example in fewshot.examples:
+        assert example.style is None or example.style in book
+        assert count_tokens(example.answer["prompt"]) <= MAX_CONTENT_TOKENS
+        assert 3 <= len(example.answer["metatags"]) <= 8
+    olpe = next(e for e in fewshot.examples if e.idea == "ein See mitten in Olpe")
+    assert olpe.style == "satellite-map"
+    assert olpe.answer["prompt"].startswith("a lake in the middle of Olpe")
+    assert [e.style for e in fewshot.pick("blender-render")] == ["blender-render"] * 3
+    assert [e.style for e in fewshot.pick("watercolor")] == [None] * 3
+
+
+def test_system_prompt_states_the_rules_and_the_style(book):
+    plain = system_prompt(None, 4)
+    assert "exactly 4" in plain and "English" in plain and "60 words" in plain
+    assert "3 to 8 lowercase" in plain and "Style" not in plain
+    styled = system_prompt(book.get("watercolor"), 1)
+    assert book.get("watercolor").template in styled
+    assert book.get("watercolor").negative_prompt in styled
