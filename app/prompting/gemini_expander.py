@@ -171,7 +171,7 @@ class GeminiExpander:
         from google.genai import errors
 
         if isinstance(exc, _TIMEOUTS):
-            reason = f"Gemini did not answer within {self.timeout:g}s"
+            reason = f"Gemini timed out (no answer within {self.timeout:g}s)"
         elif isinstance(exc, _TRANSPORT):
             reason = f"Gemini could not be reached ({type(exc).__name__})"
         elif isinstance(exc, errors.APIError):

@@ -142,7 +142,7 @@ def _item_error(data: Any) -> tuple[dict | None, str | None]:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "item"
         return None, f"{where}: {first.get('msg', 'invalid')}"
-    if not item.prompt.strip():
+    if not split_terms(item.prompt):
         return None, "prompt: empty"
     return item.model_dump(), None
 
@@ -190,7 +190,7 @@ def parse_answer(text: str, count: int) -> tuple[list[dict], bool]:
                 data = None
     items = _items_of(data)
     if not items:
-        raise ExpanderError("malformed", "the answer is not JSON with a list of prompts")
+        raise ExpanderError("malformed", "the answer holds no JSON list of prompts")
     valid, errors = [], []
     for i, raw in enumerate(items):
         item, error = _item_error(raw)
@@ -209,6 +209,10 @@ def parse_answer(text: str, count: int) -> tuple[list[dict], bool]:
 
 # --------------------------------------------------------------------------- post-processing
 
+_PAD_SKIP = {"with", "from", "into", "onto", "over", "under", "near", "middle", "some", "very",
+             "their", "this", "that", "there", "like", "mitten", "eine", "einem", "einer"}
+
+
 def _clean_tags(tags: list[str], idea: str, style: StylePreset | None) -> list[str]:
     out: list[str] = []
     for tag in tags:
@@ -216,7 +220,7 @@ def _clean_tags(tags: list[str], idea: str, style: StylePreset | None) -> list[s
         if tag and tag not in out:
             out.append(tag)
     pads = [style.name.replace("-", " ")] if style else []
-    pads += [w for w in re.findall(r"[^\W\d_]{4,}", idea.lower())]
+    pads += [w for w in re.findall(r"[^\W\d_]{4,}", idea.lower()) if w not in _PAD_SKIP]
     pads += ["generated image", "stable diffusion", "ai art"]
     for pad in pads:
         if len(out) >= MIN_TAGS:

@@ -137,7 +137,7 @@ class OpenAIExpander:
         import openai
 
         if isinstance(exc, openai.APITimeoutError):
-            reason = f"OpenAI did not answer within {self.timeout:g}s"
+            reason = f"OpenAI timed out (no answer within {self.timeout:g}s)"
         elif isinstance(exc, openai.APIStatusError):
             reason = f"OpenAI failed ({exc.status_code}): {_error_message(exc)}"
         elif isinstance(exc, openai.APIConnectionError):

@@ -21,6 +21,7 @@ from app.prompting.llm import (
     Sampling,
     parse_answer,
     system_prompt,
+    to_expansions,
     user_message,
 )
 from app.prompting.openai_expander import OpenAIExpander
@@ -81,12 +82,27 @@ class Backend:
         return OPENAI_KEY if self.name == "openai" else GEMINI_KEY
 
 
-@pytest.fixture(params=["openai", "gemini"])
-def backend(request, servers, fewshot) -> Backend:
-    fake = servers[0] if request.param == "openai" else servers[1]
+def fresh(name: str, servers, fewshot: FewShot) -> Backend:
+    """The shared fake of ``name`` with nothing scripted and nothing received."""
+    fake = servers[0] if name == "openai" else servers[1]
     fake.script.clear()
     fake.received.clear()
-    return Backend(request.param, fake, fewshot)
+    return Backend(name, fake, fewshot)
+
+
+@pytest.fixture(params=["openai", "gemini"])
+def backend(request, servers, fewshot) -> Backend:
+    return fresh(request.param, servers, fewshot)
+
+
+@pytest.fixture
+def oa(servers, fewshot) -> Backend:
+    return fresh("openai", servers, fewshot)
+
+
+@pytest.fixture
+def gm(servers, fewshot) -> Backend:
+    return fresh("gemini", servers, fewshot)
 
 
 def expand(expander, style=None, count=3, seed=10, sampling=Sampling(), idea=WISH):
@@ -117,25 +133,18 @@ def test_an_answer_becomes_expansions(backend, book):
     assert answer.expansions[1].negative_prompt.startswith("blurry, lowres, perspective view")
 
 
-def test_openai_metatags_are_cleaned_and_an_empty_negative_gets_the_general_preset(servers,
-                                                                                  fewshot):
-    fake = servers[0]
-    fake.script.clear()
-    backend = Backend("openai", fake, fewshot)
-    (exp,) = expand(backend.expander(), count=1).expansions
+def test_openai_metatags_are_cleaned_and_an_empty_negative_gets_the_general_preset(oa):
+    (exp,) = expand(oa.expander(), count=1).expansions
     # the fake sends ["Fake", "Variant 1", "fake", " #Test "] and an empty negative
     assert exp.metatags == ["fake", "variant 1", "test"] and exp.style is None
     assert exp.negative_prompt == load_negative_presets()["general"]
     assert exp.params == {}
 
 
-def test_openai_request_carries_schema_sampling_seed_and_few_shot(servers, fewshot, book):
-    fake = servers[0]
-    fake.received.clear()
-    expander = Backend("openai", fake, fewshot).expander()
-    expand(expander, style=book.get("satellite-map"), count=2, seed=42,
+def test_openai_request_carries_schema_sampling_seed_and_few_shot(oa, book):
+    expand(oa.expander(), style=book.get("satellite-map"), count=2, seed=42,
            sampling=Sampling(temperature=0.8, top_p=0.9, top_k=40, max_tokens=700))
-    sent = fake.received[0]
+    sent = oa.fake.received[0]
     body = sent["body"]
     assert sent["path"] == "/v1/chat/completions"
     assert sent["headers"]["authorization"] == f"Bearer {OPENAI_KEY}"
@@ -158,22 +167,17 @@ def test_openai_request_carries_schema_sampling_seed_and_few_shot(servers, fewsh
     assert olpe["prompt"].startswith("a lake in the middle of Olpe")
 
 
-def test_openai_unset_sampling_is_not_sent(servers, fewshot):
-    fake = servers[0]
-    fake.received.clear()
-    expand(Backend("openai", fake, fewshot).expander(), count=1)
-    body = fake.received[0]["body"]
+def test_openai_unset_sampling_is_not_sent(oa):
+    expand(oa.expander(), count=1)
+    (body,) = oa.bodies()
     assert not {"temperature", "top_p", "max_completion_tokens", "top_k"} & set(body)
     assert body["seed"] == 10
 
 
-def test_gemini_request_carries_schema_sampling_seed_and_few_shot(servers, fewshot, book):
-    fake = servers[1]
-    fake.received.clear()
-    expander = Backend("gemini", fake, fewshot).expander()
-    answer = expand(expander, style=book.get("blender-render"), count=2, seed=7,
+def test_gemini_request_carries_schema_sampling_seed_and_few_shot(gm, book):
+    answer = expand(gm.expander(), style=book.get("blender-render"), count=2, seed=7,
                     sampling=Sampling(temperature=0.6, top_p=0.95, top_k=32, max_tokens=900))
-    sent = fake.received[0]
+    (sent,) = gm.fake.received
     assert sent.path == "/v1beta/models/gemini-2.5-flash:generateContent"
     assert sent.headers["x-goog-api-key"] == GEMINI_KEY
     config = sent.body["generationConfig"]
@@ -258,26 +262,22 @@ def test_too_few_items_is_malformed(backend):
 
 # --------------------------------------------------------------------------- failures
 
-def test_openai_refusal_is_refused_and_not_retried(servers, fewshot):
-    backend = Backend("openai", servers[0], fewshot)
-    backend.fake.received.clear()
-    backend.then("refusal", message="I can't help with that request.")
+def test_openai_refusal_is_refused_and_not_retried(oa):
+    oa.then("refusal", message="I can't help with that request.")
     with pytest.raises(ExpanderError) as caught:
-        expand(backend.expander(retries=2))
+        expand(oa.expander(retries=2))
     assert caught.value.kind == "refused" and "can't help" in caught.value.reason
-    assert caught.value.attempts == 1 and len(backend.bodies()) == 1
+    assert caught.value.attempts == 1 and len(oa.bodies()) == 1
 
 
 @pytest.mark.parametrize("kind, reason", [("blocked", "PROHIBITED_CONTENT"),
                                           ("empty", "SAFETY")])
-def test_gemini_safety_blocks_are_refused(servers, fewshot, kind, reason):
-    backend = Backend("gemini", servers[1], fewshot)
-    backend.fake.received.clear()
-    backend.then(kind, reason=reason)
+def test_gemini_safety_blocks_are_refused(gm, kind, reason):
+    gm.then(kind, reason=reason)
     with pytest.raises(ExpanderError) as caught:
-        expand(backend.expander(retries=2))
+        expand(gm.expander(retries=2))
     assert caught.value.kind == "refused" and reason in caught.value.reason
-    assert len(backend.bodies()) == 1
+    assert len(gm.bodies()) == 1
 
 
 def test_server_errors_are_retried_a_bounded_number_of_times(backend):
@@ -312,7 +312,7 @@ def test_a_hanging_server_times_out_quickly(backend):
     start = time.monotonic()
     with pytest.raises(ExpanderError) as caught:
         expand(backend.expander(timeout=0.3, retries=0))
-    assert caught.value.kind == "unavailable" and "did not answer" in caught.value.reason
+    assert caught.value.kind == "unavailable" and "timed out" in caught.value.reason
     assert time.monotonic() - start < 2
 
 
@@ -352,6 +352,7 @@ def test_parse_answer_accepts_the_usual_shapes(text, repaired):
     "I cannot help with that.",
     json.dumps({"prompts": [ITEM]}),  # fewer than asked for
     json.dumps({"prompts": [ITEM, {**ITEM, "prompt": "  "}]}),  # empty prompt
+    json.dumps({"prompts": [ITEM, {**ITEM, "prompt": " , ,"}]}),  # no terms
     json.dumps({"prompts": [ITEM, {**ITEM, "metatags": "a, b"}]}),  # wrong type
     json.dumps({"prompts": [ITEM, {**ITEM, "title": 3}]}),  # no coercion
     json.dumps({"prompts": [ITEM, {k: v for k, v in ITEM.items() if k != "prompt"}]}),
@@ -364,6 +365,16 @@ def test_parse_answer_rejects_malformed_answers(text):
 
 def test_a_single_object_is_one_item():
     assert parse_answer(json.dumps(ITEM), 1) == ([ITEM], False)
+
+
+def test_metatags_are_capped_and_padded(book):
+    many = {**ITEM, "metatags": [f"Tag {i}" for i in range(12)] + ["TAG 0"]}
+    few = {**ITEM, "metatags": ["  ", "#Cat"]}
+    wide, narrow = to_expansions([many, few], idea="a cat with a lighthouse",
+                                 style=book.get("watercolor"), seed=0, provider="openai")
+    assert wide.metatags == [f"tag {i}" for i in range(8)]
+    assert narrow.metatags == ["cat", "watercolor", "lighthouse"]
+    assert narrow.negative_prompt == book.get("watercolor").negative_prompt
 
 
 # --------------------------------------------------------------------------- few-shot
