@@ -111,7 +111,10 @@ def _make_title(idea: str, flavor: str | None) -> str:
     words = [w for w in words if w]
     while words and words[0].lower() in {"a", "an", "the"}:
         words = words[1:]
-    core = _title_case(words[:6]) or "Untitled"
+    words = words[:7]
+    while len(words) > 1 and words[-1].lower() in _SMALL_TITLE_WORDS | {"a", "an", "the"}:
+        words = words[:-1]  # "Salt Mine at the Edge of" -> "Salt Mine at the Edge"
+    core = _title_case(words) or "Untitled"
     title = f"{core}: {_title_case(flavor.split())}" if flavor else core
     if len(title) > 60:
         title = title[:60].rsplit(" ", 1)[0].rstrip(":,")
