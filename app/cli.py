@@ -135,6 +135,82 @@ def prompts(
     typer.echo(f"appended {written} prompts to {path}")
 
 
+keys_cli = typer.Typer(help="Manage API keys (stored hashed; the secret is shown once).",
+                       no_args_is_help=True)
+cli.add_typer(keys_cli, name="keys")
+
+
+def _key_repository():
+    from app.config import Settings
+    from app.persistence.database import Database
+    from app.security.keys import ApiKeyRepository
+
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url)
+    db.migrate()
+    return db, ApiKeyRepository(db)
+
+
+def _when(value) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+
+
+@keys_cli.command("create")
+def create_key(
+    name: str = typer.Argument(..., help="Who or what uses the key, e.g. blender-studio-3."),
+    scope: list[str] = typer.Option([], "--scope", help="generate, read or admin (admin "
+                                    "implies the others). Repeat for several."),
+) -> None:
+    """Create a key and print its secret (once: only its hash is stored)."""
+    from app.errors import BildwerkError
+
+    db, keys = _key_repository()
+    try:
+        key, secret = keys.create(name, [s.strip().lower() for s in scope])
+    except BildwerkError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from exc
+    finally:
+        db.dispose()
+    typer.echo(f"created key {key.id} ({key.name}; scopes: {', '.join(key.scopes)}). "
+               "Store the secret now, it is not shown again:", err=True)
+    typer.echo(secret)
+
+
+@keys_cli.command("list")
+def list_keys() -> None:
+    """Every key: id, name, scopes, created, last used, revoked (never the secret)."""
+    db, keys = _key_repository()
+    try:
+        rows = keys.list()
+    finally:
+        db.dispose()
+    typer.echo(f"{'id':16s}  {'name':24s}  {'scopes':21s}  {'prefix':12s}  "
+               f"{'created (UTC)':16s}  {'last used':16s}  revoked")
+    for k in rows:
+        typer.echo(f"{k.id:16s}  {k.name[:24]:24s}  {','.join(k.scopes):21s}  "
+                   f"{k.prefix + '…':12s}  {_when(k.created_at):16s}  "
+                   f"{_when(k.last_used_at):16s}  {_when(k.revoked_at)}")
+
+
+@keys_cli.command("revoke")
+def revoke_key(key_id: str = typer.Argument(..., metavar="ID", help="The key's id "
+                                            "(bildwerk keys list).")) -> None:
+    """Revoke a key: requests with it are answered 401 from now on."""
+    from app.errors import BildwerkError
+
+    db, keys = _key_repository()
+    try:
+        key = keys.revoke(key_id.strip())
+    except BildwerkError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from exc
+    finally:
+        db.dispose()
+    typer.echo(f"revoked key {key.id} ({key.name}) at {_when(key.revoked_at)}")
+
+
 def main() -> None:
     cli()
 

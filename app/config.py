@@ -6,13 +6,16 @@ no module imports a global settings object, so tests can build two apps side by 
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DeviceName = Literal["auto", "cuda", "cpu", "mps"]
+AuthMode = Literal["auto", "keys", "open"]
 
 
 class Settings(BaseSettings):
@@ -43,6 +46,13 @@ class Settings(BaseSettings):
     )
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads on CPU.")
 
+    # --- access -------------------------------------------------------------------------
+    auth_mode: AuthMode = Field(
+        "auto", description="auto: while no API key exists only loopback clients may call "
+        "without one, once one exists every caller needs a key; keys: a key is always "
+        "required, loopback included; open: no key needed from anywhere (a key sent is still "
+        "checked). Keys: `bildwerk keys create NAME --scope generate`.")
+
     # --- limits --------------------------------------------------------------------------
     max_width: int = Field(2048, ge=64, description="Largest width (and height) accepted.")
     max_pixels: int = Field(2048 * 2048, ge=64 * 64, description="Largest input image area.")
@@ -53,6 +63,30 @@ class Settings(BaseSettings):
         2048 * 2048, ge=64 * 64,
         description="Largest num_images x width x height of one request (work per step).")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    max_prompt_chars: int = Field(
+        2000, ge=1, description="Longest prompt, negative prompt, prompt_schedule entry or "
+        "/prompt-expand idea, in characters (a /prompt-expand script may be 10x longer). "
+        "The request schemas cap prompts at 4000 whatever this says.")
+    max_queued_per_key: int = Field(
+        4, ge=0, description="Jobs one caller (API key, else client host) may have queued or "
+        "running at once; the next is answered 429 too_many_jobs. 0: no limit.")
+    rate_limit: str = Field(
+        "", description='Requests per caller (API key, else client host) to the generation '
+        'routes and /prompt-expand, e.g. "60/minute" or "5/second;200/hour"; over it: 429 '
+        "rate_limited with Retry-After. Empty: off.")
+    rate_limit_storage: str = Field(
+        "memory://", description="Where the rate limiter counts: memory:// (this process) "
+        "or redis://host:6379/0 (shared by every instance).")
+
+    # --- browsers and shutdown -----------------------------------------------------------
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins whose pages may call the API from a "
+        'browser (CORS), JSON (["https://kiosk.example"]) or comma-separated. Empty: no CORS '
+        'headers at all; "*": any origin.')
+    shutdown_grace_s: float = Field(
+        30.0, ge=0, description="On SIGTERM/SIGINT: new work is refused (503) at once and "
+        "running jobs get this long to finish; then they and every queued job are stopped "
+        "and recorded 'interrupted'.")
 
     hf_models: str = Field(
         "", description="Comma-separated Hugging Face repo ids to offer as models (diffusers "
@@ -128,6 +162,44 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return text.split(",")
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _clean_origins(cls, value: list[str]) -> list[str]:
+        """Browsers send an Origin without a trailing slash or path: refuse what would never
+        match instead of failing silently."""
+        origins = []
+        for origin in (o.strip().rstrip("/") for o in value):
+            if not origin:
+                continue
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(f"BILDWERK_CORS_ORIGINS: {origin!r} is not an origin like "
+                                 "https://kiosk.example or http://127.0.0.1:5173")
+            origins.append(origin)
+        return origins
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _parse_rate_limit(cls, value: str) -> str:
+        if value.strip():
+            from limits import parse_many
+
+            try:
+                parse_many(value)
+            except ValueError as exc:
+                raise ValueError(f"BILDWERK_RATE_LIMIT: {value!r} is not a rate like "
+                                 '"60/minute" or "5/second;200/hour"') from exc
+        return value.strip()
 
     @model_validator(mode="after")
     def _check_limits(self) -> Settings:

@@ -13,6 +13,8 @@ from app.persistence.blobs import BlobStore
 from app.persistence.records import RecordRepository
 from app.pipelines.registry import ModelRegistry
 from app.providers.registry import ProviderSet
+from app.security.auth import Principal, authenticate
+from app.security.keys import ApiKeyRepository
 from app.services.generation import GenerationService
 from app.services.jobs import JobService
 from app.services.models import ModelService
@@ -68,9 +70,17 @@ def get_jobs(request: Request) -> JobService:
     return _state(request).jobs
 
 
-def client_info(request: Request) -> dict:
+def get_keys(request: Request) -> ApiKeyRepository:
+    return _state(request).keys
+
+
+def client_info(request: Request,
+                principal: Annotated[Principal, Depends(authenticate)]) -> dict:
+    """Who asked, as the record keeps it: the key's id and name, never the key."""
     return {"host": request.client.host if request.client else None,
-            "user_agent": request.headers.get("user-agent")}
+            "user_agent": request.headers.get("user-agent"),
+            "key_id": principal.key_id, "key_name": principal.name,
+            "admin": principal.admin}
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -85,3 +95,5 @@ ProvidersDep = Annotated[ProviderSet, Depends(get_providers)]
 ModelsDep = Annotated[ModelService, Depends(get_models)]
 ClientDep = Annotated[dict, Depends(client_info)]
 PromptsDep = Annotated[PromptService, Depends(get_prompts)]
+KeysDep = Annotated[ApiKeyRepository, Depends(get_keys)]
+PrincipalDep = Annotated[Principal, Depends(authenticate)]

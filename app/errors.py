@@ -11,15 +11,22 @@ Exception tree::
     │   └── MaskMismatch          422 mask_size_mismatch   mask and image differ in size
     ├── PayloadTooLarge           413 payload_too_large    body or image beyond the limits
     ├── UnsupportedMediaType      415 unsupported_media_type
+    ├── Unauthorized              401 unauthorized         no, an invalid or a revoked API key
+    ├── Forbidden                 403 forbidden            the key lacks the route's scope
     ├── NotFound                  404 not_found            job, record, blob or model unknown
     ├── Conflict                  409 conflict             e.g. cancelling a finished job
     ├── QueueFull                 429 queue_full           carries Retry-After
+    ├── TooManyJobs               429 too_many_jobs        a key's queued+running jobs at the
+    │                                                      limit; carries Retry-After
+    ├── RateLimited               429 rate_limited         over BILDWERK_RATE_LIMIT; Retry-After
+    ├── ShuttingDown              503 shutting_down        the server is draining; Retry-After
     ├── ProviderUnavailable       422 provider_unavailable provider not configured/usable
     ├── ProviderError             502 provider_error       a remote provider failed
     │   ├── ProviderTimeout       504 provider_timeout     no answer in time
     │   └── ProviderRefused       422 provider_refused     the provider rejected the request
     ├── ModelLoadFailed           500 model_load_failed    a checkpoint could not be loaded
     ├── JobCancelled              499-ish, internal: a job stopped at the caller's request
+    │   └── JobInterrupted        503 interrupted          stopped because the server shut down
     └── GenerationFailed          500 generation_failed    the pipeline raised
 """
 
@@ -71,6 +78,20 @@ class UnsupportedMediaType(BildwerkError):
     code = "unsupported_media_type"
 
 
+class Unauthorized(BildwerkError):
+    """No API key, or one that is unknown or revoked. Answered with ``WWW-Authenticate``."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(BildwerkError):
+    """A valid API key without the scope the route needs."""
+
+    status_code = 403
+    code = "forbidden"
+
+
 class NotFound(BildwerkError):
     status_code = 404
     code = "not_found"
@@ -86,6 +107,42 @@ class QueueFull(BildwerkError):
     code = "queue_full"
 
     def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class TooManyJobs(BildwerkError):
+    """The caller (API key, else client host) already has the most jobs queued or running
+    that ``BILDWERK_MAX_QUEUED_PER_KEY`` allows."""
+
+    status_code = 429
+    code = "too_many_jobs"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class RateLimited(BildwerkError):
+    """More requests than ``BILDWERK_RATE_LIMIT`` allows; ``retry_after_s`` is when the
+    window frees a place."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class ShuttingDown(BildwerkError):
+    """The server is shutting down and takes no new work."""
+
+    status_code = 503
+    code = "shutting_down"
+
+    def __init__(self, message: str = "the server is shutting down; retry shortly (another "
+                 "instance may take the request)", *, retry_after_s: int = 5) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
 
@@ -136,6 +193,17 @@ class JobCancelled(BildwerkError):
         self.partial = partial
 
 
+class JobInterrupted(JobCancelled):
+    """A job stopped because the server shut down (its record ends ``interrupted``)."""
+
+    status_code = 503
+    code = "interrupted"
+
+    def __init__(self, message: str = "the server shut down before this job finished; "
+                 "submit it again", *, partial=None) -> None:
+        super().__init__(message, partial=partial)
+
+
 class ClientGone(BildwerkError):
     """The client disconnected while a synchronous request waited; nobody reads this."""
 
@@ -171,8 +239,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BildwerkError)
     async def _domain(_: Request, exc: BildwerkError) -> JSONResponse:
         headers = None
-        if isinstance(exc, QueueFull):
+        if getattr(exc, "retry_after_s", None) is not None:  # 429s and 503s
             headers = {"Retry-After": str(exc.retry_after_s)}
+        elif isinstance(exc, Unauthorized):
+            headers = {"WWW-Authenticate": "Bearer"}
         if exc.status_code >= 500:
             log.error("%s: %s", exc.code, exc.message)
         return error_response(exc.status_code, exc.code, exc.message, exc.param, headers)

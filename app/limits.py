@@ -1,11 +1,70 @@
-"""A pure-ASGI guard that refuses request bodies over the configured size with 413,
-whether the client sends Content-Length or streams chunks."""
+"""Request limits checked before any work starts.
+
+- :class:`BodySizeLimit`: a pure-ASGI guard that refuses request bodies over the
+  configured size with 413, whether the client sends Content-Length or streams chunks.
+- :func:`check_prompt_lengths`: prompt, negative prompt, prompt_schedule entries, the
+  /prompt-expand idea and script against ``BILDWERK_MAX_PROMPT_CHARS`` (422 naming the
+  field). Called by ``JobSubmitter.check_request`` and ``PromptService.expand``.
+- :func:`caller_key`: who a request counts against (API key, else client host), for the
+  per-key job limit and the rate limit (:mod:`app.ratelimit`).
+- :func:`install_cors`: the CORS allowlist (``BILDWERK_CORS_ORIGINS``).
+
+Image size limits live with the decoder (:mod:`app.imaging.decode`), step/frame/batch
+limits in ``JobSubmitter``.
+"""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.config import Settings
+from app.errors import InvalidInput
+
+SCRIPT_FACTOR = 10  # a /prompt-expand script holds many scenes
+# The kiosk page (and any browser client) sends these; the rest are CORS-safelisted.
+CORS_ALLOW_HEADERS = ["Content-Type", "Authorization", "X-API-Key", "Prefer", "Accept",
+                      "Last-Event-ID"]
+CORS_EXPOSE_HEADERS = ["Location", "Retry-After", "X-Bildwerk-Record-Id", "X-Bildwerk-Job-Id",
+                       "X-Bildwerk-Seed", "Preference-Applied"]
+
+
+def check_prompt_lengths(req: Any, max_chars: int) -> None:
+    """Refuse a request whose texts exceed ``max_chars`` (the script ``SCRIPT_FACTOR`` x):
+    422 ``invalid_input`` with ``param`` naming the field (``prompt_schedule.<frame>``)."""
+    texts: list[tuple[str, str | None, int]] = [
+        (name, getattr(req, name, None), max_chars)
+        for name in ("prompt", "negative_prompt", "idea")]
+    texts.append(("script", getattr(req, "script", None), max_chars * SCRIPT_FACTOR))
+    schedule = getattr(req, "prompt_schedule", None) or {}
+    texts += [(f"prompt_schedule.{frame}", text, max_chars) for frame, text in schedule.items()]
+    for param, text, limit in texts:
+        if isinstance(text, str) and len(text) > limit:
+            raise InvalidInput(f"{param} has {len(text)} characters; at most {limit} are "
+                               "allowed (BILDWERK_MAX_PROMPT_CHARS)", param=param)
+
+
+def caller_key(key_id: str | None, host: str | None) -> str | None:
+    """The caller a request counts against: its API key, else its client host."""
+    if key_id:
+        return f"key:{key_id}"
+    return f"host:{host}" if host else None
+
+
+def install_cors(app: FastAPI, settings: Settings) -> None:
+    """Answer browsers from the allowlisted origins only; without origins, send no CORS
+    headers at all. Add it last, so that it wraps every other middleware (a 413 from
+    :class:`BodySizeLimit` still carries the headers the page needs to read it)."""
+    if not settings.cors_origins:
+        return
+    app.add_middleware(
+        CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"], allow_headers=CORS_ALLOW_HEADERS,
+        expose_headers=CORS_EXPOSE_HEADERS, max_age=600)
 
 
 class _TooLarge(Exception):

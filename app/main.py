@@ -9,14 +9,15 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from app.config import Settings
 from app.docs import install_docs
 from app.errors import install_error_handlers
 from app.jobs.job import Job
 from app.jobs.queue import JobQueue
-from app.limits import BodySizeLimit
+from app.lifecycle import Lifecycle, recover_after_restart
+from app.limits import BodySizeLimit, install_cors
 from app.persistence.blobs import BlobStore
 from app.persistence.database import Database
 from app.persistence.records import RecordRepository
@@ -26,6 +27,7 @@ from app.pipelines.hashes import HashCache
 from app.pipelines.registry import ModelRegistry
 from app.providers.local import LocalProvider
 from app.providers.registry import ProviderSet, build_providers
+from app.ratelimit import WorkGuard
 from app.routers import (
     blobs,
     generation,
@@ -40,7 +42,10 @@ from app.routers import (
 from app.routers import (
     providers as providers_router,
 )
-from app.schemas.errors import COMMON_ERRORS
+from app.schemas.errors import AUTH_ERRORS, COMMON_ERRORS, UNAUTHORIZED
+from app.security.auth import announce as announce_auth
+from app.security.auth import authenticate, require
+from app.security.keys import ApiKeyRepository
 from app.services.generation import GenerationService
 from app.services.jobs import JobService
 from app.services.models import ModelService
@@ -78,7 +83,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url)
     await asyncio.to_thread(db.migrate)
+    app.state.keys = ApiKeyRepository(db)
+    await asyncio.to_thread(announce_auth, settings, app.state.keys)  # who may call
     record_repo = RecordRepository(db)
+    await asyncio.to_thread(recover_after_restart, settings, record_repo)  # temp files, blobs
     stale = await asyncio.to_thread(record_repo.mark_unfinished_interrupted)
     if stale:
         log.warning("marked %d unfinished job(s) from a previous run as interrupted", stale)
@@ -120,11 +128,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state.sequences = SequenceService(submitter, state.prompts)
     state.jobs = JobService([queue, remote_queue], record_repo)
     state.models = ModelService(registry, loras, queue, settings.sync_timeout_s)
+    state.lifecycle = Lifecycle.start([queue, remote_queue], record_repo, settings)  # SIGTERM
     log.info("bildwerk ready on %s (%s); default model %s", runtime.name, runtime.dtype,
              registry.default_id)
     try:
         yield
     finally:
+        await state.lifecycle.shutdown()  # refuse new work, grace period, interrupt the rest
         await asyncio.to_thread(queue.stop)
         await asyncio.to_thread(remote_queue.stop)
         db.dispose()
@@ -137,10 +147,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     install_docs(app)
-    for module in (generation, sequences, prompts, kiosk, jobs, records, blobs, models,
-                   providers_router, health):
-        app.include_router(module.router, responses=COMMON_ERRORS)
+    # Who may call what (app/security/auth.py): any key for the catalogues (the models and
+    # prompts routers add admin / generate per route, the records router read), a scope for
+    # the rest; health public.
+    any_key, scoped = [Depends(authenticate)], {**COMMON_ERRORS, **AUTH_ERRORS}
+    guard = [Depends(WorkGuard(settings))]  # after auth: 503 while draining, rate limit 429
+    for module, dependencies in (
+            (generation, [Depends(require("generate"))]),
+            (sequences, [Depends(require("generate"))]),
+            (kiosk, [Depends(require("generate"))]),
+            (jobs, [Depends(require("generate"))]),
+            (records, [Depends(require("read", "generate"))]),  # GETs need read (per route)
+            (blobs, [Depends(require("read", "generate"))]),
+            (prompts, any_key), (models, any_key), (providers_router, any_key),
+            (health, [])):
+        responses = (COMMON_ERRORS if not dependencies else
+                     {**COMMON_ERRORS, **UNAUTHORIZED} if dependencies is any_key else scoped)
+        app.include_router(module.router, responses=responses, dependencies=dependencies + (
+            guard if module in (generation, sequences, kiosk, prompts) else []))
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    install_cors(app, settings)  # outermost, so every answer carries the CORS headers
     return app
 
 

@@ -87,7 +87,8 @@ def make_settings(tmp_path: Path, models_dir: Path, embedded_template: Path,
         embedded = data_dir / "embedded" / "bildwerk-tiny"
         shutil.copytree(embedded_template, embedded)
         values = dict(data_dir=data_dir, models_dir=models_dir, database_url=database_url,
-                      device=TEST_DEVICE, default_model="tiny-sd15")
+                      device=TEST_DEVICE, default_model="tiny-sd15",
+                      shutdown_grace_s=2)  # a test that leaves a job running does not wait 30 s
         values.update(overrides)
         return Settings(_env_file=None, **values)
 

@@ -1,7 +1,9 @@
 """Turn client image input (data-URL, raw base64, blob sha256, or bytes) into a PIL image.
 
 Limits are checked before any pixel is decoded: Pillow reads the header lazily, so a
-decompression bomb is refused on its declared size, never expanded.
+decompression bomb is refused on its declared size, never expanded (``decode_image``
+checks the size between ``Image.open``, which reads only the header, and ``load``; Pillow's
+own bomb guard, made an error here, backs it up). URLs are refused, never fetched.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from app.errors import InvalidImage, PayloadTooLarge
 
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(;[\w=.+-]+)*;base64,", re.I)
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.I)
 _WHITESPACE = re.compile(r"\s+")
 ACCEPTED_FORMATS = {"PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF"}
 
@@ -55,14 +58,20 @@ def image_bytes(value: str | bytes, param: str, blob_reader: Callable[[str], byt
             return blob_reader(text.lower())
         except Exception as exc:
             raise InvalidImage(f"{param}: no stored blob {text}", param=param) from exc
+    if _URL.match(text):
+        raise InvalidImage(
+            f"{param}: image URLs are not accepted (nothing is fetched); send the image "
+            "itself as a data-URL, base64 or a multipart file, or the sha256 of a stored blob",
+            param=param)
     match = _DATA_URL.match(text)
+    if match is None and text[:5].lower() == "data:":
+        raise InvalidImage(f"{param}: only base64 data-URLs are accepted "
+                           "(data:image/png;base64,...)", param=param)
     payload = _WHITESPACE.sub("", text[match.end():] if match else text)
     payload += "=" * (-len(payload) % 4)  # tolerate stripped padding
-    for decode in (base64.b64decode, base64.urlsafe_b64decode):
+    for altchars in (None, b"-_"):  # the standard alphabet, then the URL-safe one
         try:
-            if decode is base64.b64decode:
-                return decode(payload, validate=True)
-            return decode(payload)
+            return base64.b64decode(payload, altchars=altchars, validate=True)
         except (binascii.Error, ValueError):
             continue
     raise InvalidImage(

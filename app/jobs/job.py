@@ -33,6 +33,7 @@ class Job:
     endpoint: str
     run: Callable[[Job], dict]
     loop: asyncio.AbstractEventLoop
+    owner: str | None = None  # who it counts against (BILDWERK_MAX_QUEUED_PER_KEY)
     status: str = "queued"
     stage: str = "queued"
     step: int = 0
@@ -50,9 +51,16 @@ class Job:
     _subscribers: list[asyncio.Queue] = field(default_factory=list)
     _last_progress_emit: float = 0.0
     frame_events: list[dict] = field(default_factory=list)  # replayed to late subscribers
+    interrupted: bool = False  # stopped by a shutdown, not by its caller
 
     # -- cancel -------------------------------------------------------------------------
     def request_cancel(self) -> None:
+        self._cancel.set()
+
+    def interrupt(self) -> None:
+        """Stop the job because the server shuts down: like a cancel, but it ends (and is
+        recorded) ``interrupted``."""
+        self.interrupted = True
         self._cancel.set()
 
     @property
@@ -109,6 +117,17 @@ class Job:
                 return False
             self._finish_locked("cancelled", None,
                                 JobError("cancelled", "job was cancelled", 409))
+        return True
+
+    def interrupt_if_queued(self) -> bool:
+        """queued -> interrupted in one step (shutdown), so the worker cannot start it."""
+        with self._state:
+            if self.status != "queued":
+                return False
+            self.interrupted = True
+            self._finish_locked("interrupted", None, JobError(
+                "interrupted", "the server shut down before this job started; submit it "
+                "again", 503))
         return True
 
     def finish(self, status: str, *, result: dict | None = None,

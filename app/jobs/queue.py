@@ -1,14 +1,27 @@
-"""A bounded job queue drained by one worker thread per device."""
+"""A bounded job queue drained by one worker thread per device.
+
+It also counts each owner's live (queued or running) jobs for the per-key limit, and
+closes for shutdown: :meth:`close` refuses new jobs and interrupts the waiting ones,
+:meth:`wait_idle` waits for the running one, :meth:`interrupt_running` stops it.
+"""
 
 from __future__ import annotations
 
 import logging
 import queue
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 
-from app.errors import BildwerkError, Conflict, JobCancelled, NotFound, QueueFull
+from app.errors import (
+    BildwerkError,
+    Conflict,
+    JobCancelled,
+    JobInterrupted,
+    NotFound,
+    QueueFull,
+    ShuttingDown,
+)
 from app.jobs.job import Job, JobError
 
 log = logging.getLogger("bildwerk.jobs")
@@ -20,6 +33,7 @@ class JobQueue:
     order. A job cancelled while waiting frees its place at once.
 
     ``on_cancelled_before_start`` lets the owner record jobs cancelled while waiting.
+    Thread-safe: ``submit``/``cancel`` come from request threads, the worker is its own.
     """
 
     def __init__(self, maxsize: int, retry_after_s: int, device: str = "cpu",
@@ -33,9 +47,13 @@ class JobQueue:
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._keep_finished = keep_finished
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # notified when a job stops running
         self._thread: threading.Thread | None = None
         self._running: Job | None = None
         self._on_cancelled = on_cancelled_before_start
+        self._live: Counter[str] = Counter()  # owner -> jobs queued or running
+        self._counted: set[str] = set()  # ids of the jobs counted in _live
+        self._closed = False
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -44,13 +62,53 @@ class JobQueue:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Close the queue, interrupt the running job and end the worker."""
         if self._thread is None:
             return
-        if self._running is not None:
-            self._running.request_cancel()
+        self.close()
+        self.interrupt_running()
         self._queue.put(_STOP)
         self._thread.join(timeout)
         self._thread = None
+
+    def close(self) -> list[Job]:
+        """Refuse new jobs from now on (503 ``shutting_down``) and interrupt every waiting
+        one; returns the jobs interrupted, for their records."""
+        with self._lock:
+            self._closed = True
+            waiting = [job for job in self._jobs.values() if job.status == "queued"]
+        interrupted = []
+        for job in waiting:
+            if job.interrupt_if_queued():
+                with self._lock:
+                    self._waiting -= 1
+                    self._release(job)
+                interrupted.append(job)
+        return interrupted
+
+    def wait_idle(self, timeout: float | None) -> bool:
+        """Wait until no job runs (after :meth:`close`, none will start again)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._running is None, timeout)
+
+    def interrupt_running(self) -> Job | None:
+        """Stop the running job at its next step; it ends ``interrupted``."""
+        job = self._running
+        if job is not None and not job.finished:
+            job.interrupt()
+        return job
+
+    def unfinished(self) -> list[Job]:
+        with self._lock:
+            return [job for job in self._jobs.values() if not job.finished]
+
+    @property
+    def running(self) -> Job | None:
+        return self._running
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @property
     def alive(self) -> bool:
@@ -60,15 +118,25 @@ class JobQueue:
     def waiting(self) -> int:
         return self._waiting
 
+    def live(self, owner: str) -> int:
+        """How many of ``owner``'s jobs are queued or running."""
+        with self._lock:
+            return self._live[owner]
+
     # -- API ----------------------------------------------------------------------------
     def submit(self, job: Job) -> None:
         with self._lock:
+            if self._closed:
+                raise ShuttingDown(retry_after_s=self.retry_after_s)
             if self._waiting >= self.maxsize:
                 raise QueueFull(
                     f"the {self.device} queue is full ({self.maxsize} jobs waiting); "
                     "retry later", retry_after_s=self.retry_after_s)
             self._waiting += 1
             self._jobs[job.id] = job
+            if job.owner is not None:
+                self._live[job.owner] += 1
+                self._counted.add(job.id)
             self._trim()
         self._queue.put(job)
 
@@ -85,6 +153,7 @@ class JobQueue:
         if job.cancel_if_queued():
             with self._lock:
                 self._waiting -= 1
+                self._release(job)
             if self._on_cancelled is not None:
                 self._on_cancelled(job)
         return job
@@ -96,17 +165,21 @@ class JobQueue:
             if item is _STOP:
                 return
             job: Job = item
-            if not job.try_start():
-                continue  # cancelled while waiting; its place was freed then
-            with self._lock:
+            with self._lock:  # start and mark running in one step, for wait_idle
+                if not job.try_start():
+                    continue  # cancelled or interrupted while waiting; its place was freed
                 self._waiting -= 1
-            self._running = job
+                self._running = job
             try:
                 result = job.run(job)
                 job.finish("succeeded", result=result)
             except JobCancelled as exc:
-                job.finish("cancelled", result=exc.partial,
-                           error=JobError(exc.code, exc.message, exc.status_code))
+                if isinstance(exc, JobInterrupted) or job.interrupted:
+                    job.finish("interrupted", result=exc.partial, error=JobError(
+                        "interrupted", JobInterrupted().message, 503))
+                else:
+                    job.finish("cancelled", result=exc.partial,
+                               error=JobError(exc.code, exc.message, exc.status_code))
             except BildwerkError as exc:
                 job.finish("failed", error=JobError(exc.code, exc.message, exc.status_code,
                                                     exc.param))
@@ -114,7 +187,18 @@ class JobQueue:
                 log.exception("job %s crashed", job.id)
                 job.finish("failed", error=JobError("internal_error", str(exc), 500))
             finally:
-                self._running = None
+                with self._lock:
+                    self._running = None
+                    self._release(job)
+                    self._idle.notify_all()
+
+    def _release(self, job: Job) -> None:
+        """Stop counting ``job`` against its owner (call with the lock held)."""
+        if job.id in self._counted:
+            self._counted.discard(job.id)
+            self._live[job.owner] -= 1  # type: ignore[index]
+            if self._live[job.owner] <= 0:  # type: ignore[index]
+                del self._live[job.owner]  # type: ignore[arg-type]
 
     def _trim(self) -> None:
         finished = [jid for jid, j in self._jobs.items() if j.finished]

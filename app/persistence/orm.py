@@ -49,6 +49,8 @@ class RecordRow(Base):
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     client: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    api_key_id: Mapped[str | None] = mapped_column(  # the caller's key (never the secret)
+        String(36), nullable=True, index=True)
     input_image_sha256: Mapped[str | None] = mapped_column(
         String(64), ForeignKey("blobs.sha256"), nullable=True)
     mask_sha256: Mapped[str | None] = mapped_column(
@@ -58,6 +60,13 @@ class RecordRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Feedback (POST /records/{id}/feedback): the latest one replaces the earlier one.
+    feedback_rating: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    feedback_flags: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    feedback_comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    feedback_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The key that gave it (None: a caller let in without a key, who acts as admin).
+    feedback_key_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
     outputs: Mapped[list[OutputRow]] = relationship(
         back_populates="record", order_by="OutputRow.index", cascade="all, delete-orphan",
@@ -74,7 +83,7 @@ class OutputRow(Base):
     index: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(16), server_default="image")
     name: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    sha256: Mapped[str] = mapped_column(String(64), ForeignKey("blobs.sha256"))
+    sha256: Mapped[str] = mapped_column(String(64), ForeignKey("blobs.sha256"), index=True)
     content_type: Mapped[str | None] = mapped_column(String(100), nullable=True)
     seed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     width: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -83,3 +92,19 @@ class OutputRow(Base):
     strength: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     record: Mapped[RecordRow] = relationship(back_populates="outputs")
+
+
+class ApiKeyRow(Base):
+    """An API key: only a SHA-256 of the secret and a short prefix of it are stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(16), index=True)  # "bw_" + 8 chars, shown
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                          nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, String, cast, func, or_, select
 
 from app.errors import NotFound
 from app.persistence.database import Database
@@ -56,10 +57,18 @@ class OutputImage:
 @dataclass
 class RecordFilter:
     endpoint: str | None = None
+    endpoints: tuple[str, ...] = ()  # any of these (the dataset export's inpaint,inpainting)
     status: str | None = None
     since: datetime | None = None
     until: datetime | None = None
-    limit: int = 50
+    api_key_id: str | None = None  # only this key's records (None: everyone's)
+    client_host: str | None = None  # client.host as recorded
+    min_rating: int | None = None  # feedback rating at least this (unrated: left out)
+    flags: tuple[str, ...] = ()  # feedback carries every one of these flags
+    exclude_flags: tuple[str, ...] = ()  # feedback carries none of these
+    has_feedback: bool | None = None
+    oldest_first: bool = False  # default: newest first
+    limit: int | None = 50  # None: no limit
     offset: int = 0
 
 
@@ -75,7 +84,8 @@ class RecordRepository:
                 scheduler=new.scheduler, prompt=new.prompt, negative_prompt=new.negative_prompt,
                 prompt_translated=new.prompt_translated, prompt_expanded=new.prompt_expanded,
                 params=new.params, client=new.client, input_image_sha256=new.input_image_sha256,
-                mask_sha256=new.mask_sha256, created_at=_now()))
+                mask_sha256=new.mask_sha256, created_at=_now(),
+                api_key_id=(new.client or {}).get("key_id")))
 
     def mark_running(self, record_id: str) -> None:
         with self.db.session() as s:
@@ -126,11 +136,43 @@ class RecordRepository:
                     content_type=out.content_type, seed=out.seed, width=out.width,
                     height=out.height, prompt=out.prompt, strength=out.strength))
 
-    def get(self, record_id: str) -> RecordRow:
+    def get(self, record_id: str, *, api_key_id: str | None = None) -> RecordRow:
+        """The record; with ``api_key_id``, only if that key made it (else the same 404 as
+        an unknown id, so another key's records do not even show that they exist)."""
         with self.db.session() as s:
             row = s.get(RecordRow, record_id)
-            if row is None:
+            if row is None or (api_key_id is not None and row.api_key_id != api_key_id):
                 raise NotFound(f"record {record_id} not found", param="record_id")
+            return row
+
+    def blob_belongs_to(self, sha256: str, api_key_id: str) -> bool:
+        """Whether one of the key's records names the blob: its input, mask, applied mask
+        or one of its outputs."""
+        named = or_(RecordRow.input_image_sha256 == sha256, RecordRow.mask_sha256 == sha256,
+                    RecordRow.mask_applied_sha256 == sha256)
+        with self.db.session() as s:
+            if s.scalars(select(RecordRow.id).where(RecordRow.api_key_id == api_key_id, named)
+                         .limit(1)).first() is not None:
+                return True
+            return s.scalars(
+                select(OutputRow.id).join(RecordRow, OutputRow.record_id == RecordRow.id)
+                .where(OutputRow.sha256 == sha256, RecordRow.api_key_id == api_key_id)
+                .limit(1)).first() is not None
+
+    def set_feedback(self, record_id: str, *, rating: int | None, flags: list[str],
+                     comment: str | None, key_id: str | None,
+                     api_key_id: str | None = None) -> RecordRow:
+        """Store feedback on a record, replacing any earlier feedback as a whole; with
+        ``api_key_id``, only on that key's records (else the 404 of :meth:`get`)."""
+        with self.db.session() as s:
+            row = s.get(RecordRow, record_id)
+            if row is None or (api_key_id is not None and row.api_key_id != api_key_id):
+                raise NotFound(f"record {record_id} not found", param="record_id")
+            row.feedback_rating = rating
+            row.feedback_flags = list(flags)
+            row.feedback_comment = comment
+            row.feedback_at = _now()
+            row.feedback_key_id = key_id
             return row
 
     def get_by_job(self, job_id: str) -> RecordRow | None:
@@ -138,20 +180,68 @@ class RecordRepository:
             return s.scalars(select(RecordRow).where(RecordRow.job_id == job_id)).first()
 
     def list(self, flt: RecordFilter) -> tuple[list[RecordRow], int]:
+        query = self._query(flt)
+        with self.db.session() as s:
+            total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
+            rows = s.scalars(self._ordered(query, flt).limit(flt.limit)
+                             .offset(flt.offset)).all()
+            return list(rows), total
+
+    def iterate(self, flt: RecordFilter, batch: int = 200) -> Iterator[RecordRow]:
+        """Every matching record (with its outputs), fetched ``batch`` at a time; honours
+        ``flt.limit`` (None: all) and ``flt.offset``. Oldest first suits a long export:
+        records made meanwhile only add to the end."""
+        query, done = self._ordered(self._query(flt), flt), 0
+        while flt.limit is None or done < flt.limit:
+            size = batch if flt.limit is None else min(batch, flt.limit - done)
+            with self.db.session() as s:
+                rows = s.scalars(query.limit(size).offset(flt.offset + done)).all()
+            yield from rows
+            done += len(rows)
+            if len(rows) < size:
+                return
+
+    def _query(self, flt: RecordFilter) -> Select:
         query = select(RecordRow)
         if flt.endpoint:
             query = query.where(RecordRow.endpoint == flt.endpoint)
+        if flt.endpoints:
+            query = query.where(RecordRow.endpoint.in_(flt.endpoints))
         if flt.status:
             query = query.where(RecordRow.status == flt.status)
         if flt.since:
             query = query.where(RecordRow.created_at >= self._utc(flt.since))
         if flt.until:
             query = query.where(RecordRow.created_at < self._utc(flt.until))
-        with self.db.session() as s:
-            total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
-            rows = s.scalars(query.order_by(RecordRow.created_at.desc(), RecordRow.id)
-                             .limit(flt.limit).offset(flt.offset)).all()
-            return list(rows), total
+        if flt.api_key_id is not None:
+            query = query.where(RecordRow.api_key_id == flt.api_key_id)
+        if flt.client_host is not None:
+            query = query.where(RecordRow.client["host"].as_string() == flt.client_host)
+        if flt.min_rating is not None:
+            query = query.where(RecordRow.feedback_rating >= flt.min_rating)
+        for flag in flt.flags:
+            query = query.where(self._has_flag(flag))
+        for flag in flt.exclude_flags:
+            query = query.where(~self._has_flag(flag))
+        if flt.has_feedback is not None:
+            query = query.where(RecordRow.feedback_at.is_not(None) if flt.has_feedback
+                                else RecordRow.feedback_at.is_(None))
+        return query
+
+    @staticmethod
+    def _ordered(query: Select, flt: RecordFilter) -> Select:
+        if flt.oldest_first:
+            return query.order_by(RecordRow.created_at, RecordRow.id)
+        return query.order_by(RecordRow.created_at.desc(), RecordRow.id)
+
+    @staticmethod
+    def _has_flag(flag: str):
+        """Whether the feedback flags (a JSON list) hold ``flag``. Flags are validated to
+        ``[a-z0-9_]``, so in the JSON text an element is exactly the quoted name and a
+        substring test (with ``_`` escaped for LIKE) is exact, on SQLite and PostgreSQL
+        alike. No feedback compares as an empty list, so it holds no flag."""
+        text = func.coalesce(cast(RecordRow.feedback_flags, String), "[]")
+        return text.contains(f'"{flag}"', autoescape=True)
 
     def _utc(self, when: datetime) -> datetime:
         """Filters compare in UTC; a time without a zone is taken as UTC. SQLite stores

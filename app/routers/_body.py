@@ -19,6 +19,28 @@ from app.errors import InvalidInput, UnsupportedMediaType
 M = TypeVar("M", bound=BaseModel)
 
 
+def inline_schema(model: type[BaseModel]) -> dict:
+    """``model``'s JSON schema with its nested models written in place, for a request body
+    described by hand (``openapi_extra``). FastAPI adds ``components/schemas`` entries only
+    for the models its routes declare, so a ``$ref`` to a nested model (``Motion``) would
+    point at nothing in /openapi.json."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node):
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                rest = {k: v for k, v in node.items() if k != "$ref"}
+                return resolve({**defs[ref.removeprefix("#/$defs/")], **rest})
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    return resolve(schema)
+
+
 async def parse_body(request: Request, model: type[M]) -> M:
     content_type = request.headers.get("content-type", "")
     try:

@@ -7,12 +7,15 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 
 from app.persistence.blobs import BlobStore
-from app.schemas.errors import error_responses
+from app.schemas.errors import BAD_BODY, error_responses
 from app.schemas.jobs import JobStatus
 from app.services.jobs import JobService
 from app.services.submission import Accepted
 
 RESPOND_ASYNC = "respond-async"
+
+LIMITED_429 = ("Too much at once, see `Retry-After`: `queue_full` (the device queue), "
+               "`too_many_jobs` (this caller's jobs queued or running) or `rate_limited`.")
 
 GENERATION_RESPONSES: dict = {
     200: {"description": "The finished generation (JSON), or the first image when the "
@@ -20,11 +23,14 @@ GENERATION_RESPONSES: dict = {
           "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
     202: {"description": "Accepted (`Prefer: respond-async`): follow `Location`.",
           "model": JobStatus},
+    **BAD_BODY,
     **error_responses(
         _409="The job was cancelled while the request waited.",
         _413="Body or image beyond the limits.", _415="Unsupported content type.",
-        _422="Invalid input.", _429="Queue full; see `Retry-After`.",
+        _422="Invalid input.", _429=LIMITED_429,
         _500="The model failed to load or the generation failed.",
+        _503="The server is shutting down (`shutting_down`), or the job was interrupted by "
+             "a shutdown; retry after `Retry-After`.",
         _504="The synchronous wait ran out; the job goes on at `/jobs/{id}`."),
 }
 

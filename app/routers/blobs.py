@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 
-from app.deps import BlobsDep
+from app.deps import BlobsDep, JobsDep, PrincipalDep, RecordsDep
+from app.errors import NotFound
 from app.schemas.errors import error_responses
 
 router = APIRouter(prefix="/blobs", tags=["blobs"])
@@ -16,10 +17,20 @@ router = APIRouter(prefix="/blobs", tags=["blobs"])
                              "description": "The file, with its content type and an ETag."},
                        304: {"description": "Not modified (If-None-Match matched)."},
                        **error_responses(_404="Unknown blob.")})
-def get_blob(sha256: str, request: Request, blobs: BlobsDep) -> Response:
-    row, path = blobs.get(sha256.lower())
+def get_blob(sha256: str, request: Request, blobs: BlobsDep, records: RecordsDep,
+             jobs: JobsDep, principal: PrincipalDep) -> Response:
+    """A key without `admin` gets only the blobs its own records (or its running sequences'
+    frames) name; any other is a 404, like an unknown one."""
+    sha256 = sha256.lower()
+    owner = principal.owner
+    if owner is not None and not (records.blob_belongs_to(sha256, owner)
+                                  or jobs.live_frame_of(sha256, owner)):
+        raise NotFound(f"blob {sha256} not found", param="sha256")
+    row, path = blobs.get(sha256)
     etag = f'"{row.sha256}"'
-    headers = {"ETag": etag, "Cache-Control": "public, max-age=31536000, immutable"}
+    # A blob fetched with a key is that key's: shared caches must not hand it to others.
+    cache = "private" if principal.key_id else "public"
+    headers = {"ETag": etag, "Cache-Control": f"{cache}, max-age=31536000, immutable"}
     if request.headers.get("if-none-match") in (etag, row.sha256, "*"):
         return Response(status_code=304, headers=headers)
     return FileResponse(path, media_type=row.content_type, headers=headers)

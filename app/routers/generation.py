@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from app.deps import BlobsDep, ClientDep, GenerationDep, JobsDep, SettingsDep
-from app.routers._body import parse_body
+from app.routers._body import inline_schema, parse_body
 from app.routers._respond import GENERATION_RESPONSES, job_response
 from app.schemas.generation import (
     INPAINT_EXAMPLES,
@@ -40,7 +40,7 @@ _INPAINT_BODY = {
     "required": True,
     "content": {
         "application/json": {
-            "schema": InpaintRequest.model_json_schema(ref_template="#/components/schemas/{model}"),
+            "schema": inline_schema(InpaintRequest),
             "examples": INPAINT_EXAMPLES},
         "multipart/form-data": {"schema": {
             "type": "object", "required": ["prompt", "image", "mask"],

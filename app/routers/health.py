@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
@@ -19,8 +19,11 @@ def health() -> Health:
 
 @router.get("/ready", response_model=Health, summary="Readiness",
             responses={503: {"model": Health, "description": "Not ready."}})
-def ready(queue: QueueDep, records: RecordsDep, registry: RegistryDep) -> JSONResponse:
+def ready(request: Request, queue: QueueDep, records: RecordsDep,
+          registry: RegistryDep) -> JSONResponse:
     checks: dict[str, bool | str] = {"worker": queue.alive, "models": bool(registry.list())}
+    lifecycle = getattr(request.app.state, "lifecycle", None)
+    checks["accepting"] = not (lifecycle and lifecycle.draining)  # false: shutting down
     try:
         with records.db.session() as s:
             s.execute(text("SELECT 1"))

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.encoders import jsonable_encoder
 from sse_starlette import EventSourceResponse
 
-from app.deps import JobsDep
+from app.deps import JobsDep, PrincipalDep
 from app.schemas.errors import error_responses
 from app.schemas.jobs import JobStatus
 
@@ -18,8 +18,8 @@ _NOT_FOUND = error_responses(_404="Unknown job.")
 
 @router.get("/{job_id}", response_model=JobStatus, responses=_NOT_FOUND,
             summary="A job's status, progress and result")
-def get_job(job_id: str, jobs: JobsDep) -> dict:
-    return jobs.status(job_id)
+def get_job(job_id: str, jobs: JobsDep, principal: PrincipalDep) -> dict:
+    return jobs.status(job_id, owner=principal.owner)
 
 
 @router.get("/{job_id}/events", responses={
@@ -27,13 +27,16 @@ def get_job(job_id: str, jobs: JobsDep) -> dict:
           "one final `succeeded`, `failed` or `cancelled` event carrying the result or error.",
           "content": {"text/event-stream": {}}}, **_NOT_FOUND},
     summary="Follow a job as Server-Sent Events")
-async def job_events(job_id: str, request: Request, jobs: JobsDep) -> EventSourceResponse:
-    status = jobs.status(job_id)  # 404 before the stream starts
+async def job_events(job_id: str, request: Request, jobs: JobsDep,
+                     principal: PrincipalDep) -> EventSourceResponse:
+    status = jobs.status(job_id, owner=principal.owner)  # 404 before the stream starts
     job = jobs.get(job_id)
 
     async def stream():
         if job is None or job.finished:
-            yield {"event": status["status"], "data": json.dumps(jsonable_encoder(status))}
+            # Through the response model, so timestamps carry their zone (UTC).
+            data = JobStatus.model_validate(status).model_dump(mode="json")
+            yield {"event": status["status"], "data": json.dumps(data)}
             return
         queue = job.subscribe()
         sent_frames: set[int] = set()
@@ -64,7 +67,7 @@ async def job_events(job_id: str, request: Request, jobs: JobsDep) -> EventSourc
 @router.delete("/{job_id}", response_model=JobStatus, responses={
     **_NOT_FOUND, **error_responses(_409="The job already finished.")},
     summary="Cancel a job")
-def cancel_job(job_id: str, jobs: JobsDep) -> dict:
+def cancel_job(job_id: str, jobs: JobsDep, principal: PrincipalDep) -> dict:
     """Cancel a queued or running job. A running job stops after its current step; its
     record ends `cancelled`."""
-    return jobs.cancel(job_id)
+    return jobs.cancel(job_id, owner=principal.owner)

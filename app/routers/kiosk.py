@@ -14,7 +14,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from app.deps import BlobsDep, ClientDep, GenerationDep, JobsDep, ProvidersDep, SettingsDep
-from app.schemas.errors import error_responses
+from app.routers._respond import LIMITED_429
+from app.schemas.errors import BAD_BODY, error_responses
 from app.schemas.generation import KIOSK_EXAMPLES, InpaintRequest, KioskInpaintRequest
 
 router = APIRouter(tags=["compatibility"])
@@ -23,9 +24,11 @@ router = APIRouter(tags=["compatibility"])
 @router.post("/inpainting/", response_class=Response, summary="Kiosk inpainting (legacy)",
              responses={200: {"content": {"image/png": {}},
                               "description": "The inpainted image, same size as the input."},
+                        **BAD_BODY,
                         **error_responses(_413="Image beyond the limits.",
                                           _422="Invalid input or provider unavailable.",
-                                          _429="Queue full; see `Retry-After`.")})
+                                          _429=LIMITED_429,
+                                          _503="Shutting down; see `Retry-After`.")})
 async def kiosk_inpainting(body: Annotated[KioskInpaintRequest,
                                            Body(openapi_examples=KIOSK_EXAMPLES)],
                            http_request: Request, generation: GenerationDep,

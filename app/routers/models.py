@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from app.deps import ModelsDep, RegistryDep
 from app.pipelines.schedulers import DEFAULT_SCHEDULER, SCHEDULERS
-from app.schemas.errors import error_responses
+from app.schemas.errors import BAD_BODY, FORBIDDEN, error_responses
 from app.schemas.models import MergeRequest
 from app.schemas.records import LoraInfo, ModelInfo, SchedulerInfo, VaeInfo
+from app.security.auth import require
 
 router = APIRouter(tags=["models"])
 _UNKNOWN = error_responses(_404="Unknown model.")
+# The GETs need any API key (app/main.py); administration needs the admin scope.
+_ADMIN = [Depends(require("admin"))]
 
 
 @router.get("/models", response_model=list[ModelInfo], summary="Models this server can use")
@@ -22,15 +25,16 @@ def list_models(models: ModelsDep) -> list[dict]:
     return models.list()
 
 
-@router.post("/models/refresh", response_model=list[ModelInfo],
-             summary="Scan the models dir again")
+@router.post("/models/refresh", response_model=list[ModelInfo], dependencies=_ADMIN,
+             responses=FORBIDDEN, summary="Scan the models dir again")
 async def refresh_models(models: ModelsDep) -> list[dict]:
     return await models.refresh()
 
 
-@router.post("/models/merge", response_model=ModelInfo, status_code=201,
-             responses=error_responses(_409="A model with that name exists.",
-                                       _422="Unknown models, LoRAs, or families that differ."),
+@router.post("/models/merge", response_model=ModelInfo, status_code=201, dependencies=_ADMIN,
+             responses={**FORBIDDEN, **BAD_BODY, **error_responses(
+                 _409="A model with that name exists.",
+                 _422="Unknown models, LoRAs, or families that differ.")},
              summary="Merge checkpoints into a new single-file model")
 async def merge_models(body: MergeRequest, models: ModelsDep) -> dict:
     """Weighted sum or add-difference of checkpoints of one family, optionally with LoRAs
@@ -38,8 +42,8 @@ async def merge_models(body: MergeRequest, models: ModelsDep) -> dict:
     return await models.merge(body)
 
 
-@router.post("/models/{model_id:path}/load", response_model=ModelInfo,
-             responses={**_UNKNOWN, **error_responses(
+@router.post("/models/{model_id:path}/load", response_model=ModelInfo, dependencies=_ADMIN,
+             responses={**_UNKNOWN, **FORBIDDEN, **error_responses(
                  _429="Queue full.", _500="The model failed to load.",
                  _503="The model does not fit the memory budget.")},
              summary="Load a model now (evicting least-recently-used ones if needed)")
@@ -47,8 +51,8 @@ async def load_model(model_id: str, models: ModelsDep) -> dict:
     return await models.load(model_id)
 
 
-@router.post("/models/{model_id:path}/unload", response_model=ModelInfo, responses=_UNKNOWN,
-             summary="Unload a model and free its memory")
+@router.post("/models/{model_id:path}/unload", response_model=ModelInfo, dependencies=_ADMIN,
+             responses={**_UNKNOWN, **FORBIDDEN}, summary="Unload a model and free its memory")
 async def unload_model(model_id: str, models: ModelsDep) -> dict:
     return await models.unload(model_id)
 

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from app.deps import ClientDep, PromptsDep
 from app.prompting.exports import to_csv, to_jsonl
-from app.schemas.errors import error_responses
+from app.schemas.errors import BAD_BODY, FORBIDDEN, error_responses
 from app.schemas.prompts import (
     PROMPT_EXPAND_EXAMPLES,
     PromptExpandRequest,
     PromptExpandResult,
     StyleInfo,
 )
+from app.security.auth import require
 
 router = APIRouter(tags=["prompts"])
 
@@ -25,15 +26,19 @@ ExportFormat = Literal["json", "csv", "jsonl"]
 
 @router.post(
     "/prompt-expand", response_model=PromptExpandResult, summary="Expand an idea into prompts",
-    responses={200: {"content": {
+    dependencies=[Depends(require("generate"))],  # GET /styles needs any key (app/main.py)
+    responses={**FORBIDDEN, 200: {"content": {
         "text/csv": {"schema": {"type": "string"}},
         "application/x-ndjson": {"schema": {"type": "string"}}},
         "description": "The prompts (JSON), or with `format=csv` the seed tool's columns "
                        "title, description, metatags, prompt, or with `format=jsonl` one "
                        "prompt per line."},
+        **BAD_BODY,
         **error_responses(_422="Invalid input, unknown style, or (with `fallback: false`) "
                                "the LLM refused or is not configured.",
+                          _429="Rate limit (`rate_limited`); see `Retry-After`.",
                           _502="The LLM failed (`fallback: false` only).",
+                          _503="The server is shutting down; see `Retry-After`.",
                           _504="The LLM timed out (`fallback: false` only).")})
 async def prompt_expand(
     body: Annotated[PromptExpandRequest, Body(openapi_examples=PROMPT_EXPAND_EXAMPLES)],

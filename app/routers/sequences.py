@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from app.deps import BlobsDep, ClientDep, JobsDep, SequencesDep, SettingsDep
-from app.routers._body import parse_body
+from app.routers._body import inline_schema, parse_body
 from app.routers._respond import GENERATION_RESPONSES, job_response
 from app.schemas.sequences import IMG2SEQ_EXAMPLES, Img2SeqRequest, Img2SeqResult
 
@@ -19,8 +19,7 @@ _BODY = {
     "required": True,
     "content": {
         "application/json": {
-            "schema": Img2SeqRequest.model_json_schema(
-                ref_template="#/components/schemas/{model}"),
+            "schema": inline_schema(Img2SeqRequest),
             "examples": IMG2SEQ_EXAMPLES},
         "multipart/form-data": {"schema": {
             "type": "object", "required": ["image"],

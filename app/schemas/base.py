@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
 
 _CONTROL = {chr(c) for c in range(32)} - {"\n", "\r", "\t"}
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+# A timestamp in responses. We store UTC, but SQLite hands it back without its offset;
+# this gives it back, so the JSON is an RFC 3339 date-time on every database.
+UtcDateTime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 class RequestModel(BaseModel):

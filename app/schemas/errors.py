@@ -23,3 +23,15 @@ def error_responses(**by_status: str) -> dict:
 
 # Every route can answer these.
 COMMON_ERRORS = error_responses(_422="Invalid input.", _500="Server error.")
+# Routes that read a body: one that cannot be parsed at all (bytes that are not UTF-8
+# JSON, a broken multipart body) is a 400 before validation; invalid JSON text is a 422.
+BAD_BODY = error_responses(_400="The body could not be parsed.")
+
+_WWW_AUTHENTICATE = {"WWW-Authenticate": {
+    "description": "`Bearer`: send the key as `Authorization: Bearer <key>` or `X-API-Key`.",
+    "schema": {"type": "string"}}}
+# Routes that need an API key (any scope) answer 401; routes that need a scope also 403.
+UNAUTHORIZED = {401: {**error_responses(
+    _401="No API key, or an unknown or revoked one.")[401], "headers": _WWW_AUTHENTICATE}}
+FORBIDDEN = error_responses(_403="The API key lacks the scope this route needs.")
+AUTH_ERRORS = {**UNAUTHORIZED, **FORBIDDEN}

@@ -74,11 +74,12 @@ class GenerationParams(PromptOptions, ModelChoice):
     prompt: str = Field(..., min_length=1, max_length=4000,
                         description="What to draw.", examples=["a lighthouse at dusk"])
     negative_prompt: str = Field("", max_length=4000, description="What to avoid.")
+    # multipleOf in the schema; the check itself is _multiple_of_8 (its message).
     width: int | None = Field(
-        None, ge=64, le=4096,
+        None, ge=64, le=4096, json_schema_extra={"multipleOf": 8},
         description="Output width in pixels, a multiple of 8. Default: the model's native "
         "resolution (txt2img) or the processing size for inpaint.")
-    height: int | None = Field(None, ge=64, le=4096,
+    height: int | None = Field(None, ge=64, le=4096, json_schema_extra={"multipleOf": 8},
                                description="Output height in pixels, a multiple of 8.")
     steps: int = Field(25, ge=1, le=1000, description="Denoising steps (num_inference_steps).")
     guidance_scale: float = Field(7.0, ge=0.0, le=50.0, description="Classifier-free guidance.")

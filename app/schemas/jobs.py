@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from app.schemas.base import UtcDateTime
 from app.schemas.generation import GenerationResult
 from app.schemas.sequences import Img2SeqResult
 
@@ -32,9 +32,9 @@ class JobStatus(BaseModel):
                     "rejected"]
     stage: str
     progress: JobProgress
-    created_at: datetime | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    created_at: UtcDateTime | None = None
+    started_at: UtcDateTime | None = None
+    finished_at: UtcDateTime | None = None
     result: GenerationResult | Img2SeqResult | None = Field(
         None, description="The result when finished; for a cancelled img2seq, the frames "
         "made before the cancel.")

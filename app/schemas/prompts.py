@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.schemas.base import RequestModel
 from app.schemas.generation import MAX_SEED
@@ -29,6 +29,10 @@ class Sampling(RequestModel):
 
 
 class PromptExpandRequest(Sampling):
+    # The rule of _one_source, in the schema too (so generated clients know it).
+    model_config = ConfigDict(json_schema_extra={
+        "oneOf": [{"required": ["idea"]}, {"required": ["script"]}]})
+
     idea: str | None = Field(
         None, min_length=1, max_length=2000,
         description="A short wish in any language, e.g. 'ein See mitten in Olpe'.")

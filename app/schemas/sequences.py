@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.imaging.packaging import PACKAGE_KINDS
 from app.schemas.base import RequestModel
@@ -32,6 +32,10 @@ class Motion(RequestModel):
 
 class Img2SeqRequest(PromptOptions, ModelChoice):
     """One init image into an ordered sequence of frames."""
+
+    # The rule of _one_prompt_source, in the schema too (so generated clients know it).
+    model_config = ConfigDict(json_schema_extra={
+        "oneOf": [{"required": ["prompt"]}, {"required": ["prompt_schedule"]}]})
 
     image: str = Field(..., description="Init image: a data-URL, raw base64, or a blob sha256.")
     prompt: str | None = Field(None, min_length=1, max_length=4000,

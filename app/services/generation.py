@@ -42,6 +42,7 @@ class GenerationService:
     # -- accepting (threadpool thread) --------------------------------------------------
     def accept_txt2img(self, req: Txt2ImgRequest, loop: asyncio.AbstractEventLoop,
                        client: dict | None = None) -> Accepted:
+        self.jobs.check_request(req, client)  # prompt lengths, the caller's jobs
         req = self.prompts.with_style_params(req)
         plan = self._plan(req, "txt2img")
         default = plan.entry.native_resolution if plan.entry else 1024
@@ -58,10 +59,11 @@ class GenerationService:
 
     def accept_inpaint(self, req: InpaintRequest, loop: asyncio.AbstractEventLoop,
                        client: dict | None = None, endpoint: str = "inpaint") -> Accepted:
+        self.jobs.check_request(req, client)  # prompt lengths, the caller's jobs
         req = self.prompts.with_style_params(req)
         plan = self._plan(req, "inpaint")
-        image = self.jobs.decode(req.image, "image")
-        mask_in = self.jobs.decode(req.mask, "mask")
+        image = self.jobs.decode(req.image, "image", client)
+        mask_in = self.jobs.decode(req.mask, "mask", client)
         mask = binary_mask(mask_in.image, image.image.size, invert=req.invert_mask)
         width, height = self._inpaint_size(req, plan.entry, image)
         self.jobs.check_size(width, height, req.num_images)

@@ -97,7 +97,17 @@ class JobService:
                 return queue, job
         return None
 
-    def status(self, job_id: str) -> dict:
+    def check_owner(self, job_id: str, owner: str | None) -> None:
+        """404 unless the job is ``owner``'s (a key id; None: anyone's). Another key's job
+        answers exactly like an unknown one."""
+        if owner is None:
+            return
+        row = self.records.get_by_job(job_id)
+        if row is None or row.api_key_id != owner:
+            raise NotFound(f"job {job_id} not found", param="job_id")
+
+    def status(self, job_id: str, *, owner: str | None = None) -> dict:
+        self.check_owner(job_id, owner)
         live = self._live(job_id)
         job = live[1] if live else None
         if job is None:
@@ -121,7 +131,8 @@ class JobService:
         live = self._live(job_id)
         return live[1] if live else None
 
-    def cancel(self, job_id: str) -> dict:
+    def cancel(self, job_id: str, *, owner: str | None = None) -> dict:
+        self.check_owner(job_id, owner)
         live = self._live(job_id)
         if live is None:
             row = self.records.get_by_job(job_id)
@@ -129,6 +140,17 @@ class JobService:
                 raise NotFound(f"job {job_id} not found", param="job_id")
             raise Conflict(f"job {job_id} already {row.status}", param="job_id")
         return self.job_status(live[0].cancel(job_id))
+
+    def live_frame_of(self, sha256: str, owner: str) -> bool:
+        """Whether a running job of ``owner`` already announced ``sha256`` as a frame (a
+        sequence's frames reach its record only when it ends)."""
+        for queue in self.queues:
+            for job in queue.unfinished():  # a finished job's frames are in its record
+                if any(f.get("sha256") == sha256 for f in list(job.frame_events)):
+                    row = self.records.get_by_job(job.id)
+                    if row is not None and row.api_key_id == owner:
+                        return True
+        return False
 
     @staticmethod
     async def wait_result(job: Job, timeout: float,

@@ -36,6 +36,7 @@ from app.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
+from app.limits import check_prompt_lengths
 from app.persistence.records import NewRecord, RecordRepository
 from app.prompting.llm import ExpanderError, LLMAnswer, Sampling
 from app.prompting.local_expander import Expansion, expand_locally
@@ -145,6 +146,7 @@ class PromptService:
 
     # -- POST /prompt-expand (threadpool thread) ------------------------------------------
     def expand(self, req: PromptExpandRequest, client: dict | None = None) -> dict:
+        check_prompt_lengths(req, self.settings.max_prompt_chars)  # idea; script 10x
         style = self.styles.get(req.style) if req.style else None
         scenes = [req.idea.strip()] if req.idea is not None else split_script(req.script or "")
         if not scenes or not all(scenes):

@@ -39,6 +39,7 @@ class SequenceService:
     def accept_img2seq(self, req: Img2SeqRequest, loop: asyncio.AbstractEventLoop,
                        client: dict | None = None) -> Accepted:
         settings = self.jobs.settings
+        self.jobs.check_request(req, client)  # prompt lengths, the caller's jobs
         req = self.prompts.with_style_params(req)
         if "gif" in req.packages and req.fps > 50:
             raise InvalidInput("GIF timing has centisecond steps: fps above 50 plays at 10 "
@@ -56,7 +57,7 @@ class SequenceService:
         if any(not 0.0 < s <= 1.0 for s in strengths):
             raise InvalidInput("every strength must lie in (0, 1]", param="strength")
         self.jobs.check_strength(req.steps, min(strengths))
-        image = self.jobs.decode(req.image, "image")
+        image = self.jobs.decode(req.image, "image", client)
         width = req.width or round_to_multiple(image.image.width)
         height = req.height or round_to_multiple(image.image.height)
         self.jobs.check_size(width, height)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,12 +30,16 @@ from app.errors import (
     GenerationFailed,
     InvalidInput,
     JobCancelled,
+    JobInterrupted,
     PayloadTooLarge,
     QueueFull,
+    ShuttingDown,
+    TooManyJobs,
 )
 from app.imaging.decode import DecodedImage, ImageLimits, decode_image, image_bytes
 from app.jobs.job import Job
 from app.jobs.queue import JobQueue
+from app.limits import caller_key, check_prompt_lengths
 from app.persistence.blobs import BlobStore
 from app.persistence.records import NewRecord, OutputImage, RecordRepository
 from app.pipelines.adapters import LoraCatalog
@@ -108,8 +113,29 @@ class JobSubmitter:
         self.queue = queue
         self.records = records
         self.blobs = blobs
+        self._owner_lock = threading.Lock()  # count-then-submit is one step per caller
 
     # -- checks and inputs (HTTP side, in a threadpool thread) --------------------------
+    def check_request(self, req, client: dict | None) -> None:
+        """First of all: prompt lengths, and whether the caller may queue another job."""
+        check_prompt_lengths(req, self.settings.max_prompt_chars)
+        self.check_owner(owner_of(client))
+
+    def check_owner(self, owner: str | None) -> None:
+        """429 ``too_many_jobs`` when ``owner`` has the most jobs queued or running that
+        ``BILDWERK_MAX_QUEUED_PER_KEY`` allows (on both queues together)."""
+        limit = self.settings.max_queued_per_key
+        if not limit or owner is None:
+            return
+        queues = [self.queue] + ([self.remote_queue] if self.remote_queue is not self.queue
+                                 else [])
+        live = sum(q.live(owner) for q in queues)
+        if live >= limit:
+            raise TooManyJobs(
+                f"you already have {live} jobs queued or running (at most {limit}, "
+                "BILDWERK_MAX_QUEUED_PER_KEY); wait for one to finish",
+                retry_after_s=self.settings.retry_after_s)
+
     def check_steps(self, steps: int) -> None:
         if steps > self.settings.max_steps:
             raise InvalidInput(f"steps must be at most {self.settings.max_steps}",
@@ -171,10 +197,20 @@ class JobSubmitter:
                 self.registry._evict_until(self.registry.budget_bytes, keep=entry.id)
             yield loaded, vae
 
-    def decode(self, value: str, param: str) -> DecodedImage:
+    def decode(self, value: str, param: str, client: dict | None = None) -> DecodedImage:
+        """Decode an image field. A key without admin may name only the blobs of its own
+        records by sha256; any other blob is "no stored blob", as if it did not exist."""
         limits = ImageLimits(max_pixels=self.settings.max_pixels,
                              max_side=self.settings.max_width)
-        return decode_image(image_bytes(value, param, self.blobs.read), param, limits)
+        client = client or {}
+        reader = self.blobs.read
+        key_id = client.get("key_id")
+        if key_id and not client.get("admin"):
+            def reader(sha: str) -> bytes:
+                if not self.records.blob_belongs_to(sha, key_id):
+                    raise LookupError(sha)
+                return self.blobs.read(sha)
+        return decode_image(image_bytes(value, param, reader), param, limits)
 
     def store(self, decoded: DecodedImage) -> str:
         return self.blobs.put(decoded.raw, decoded.content_type)
@@ -213,10 +249,14 @@ class JobSubmitter:
         def run(job: Job) -> dict:
             return self._run_recorded(RunContext(job, accepted_at), body, seeds)
 
-        job = Job(id=job_id, record_id=record_id, endpoint=endpoint, run=run, loop=loop)
+        owner = owner_of(client)
+        job = Job(id=job_id, record_id=record_id, endpoint=endpoint, run=run, loop=loop,
+                  owner=owner)
         try:
-            (queue or self.queue).submit(job)
-        except QueueFull as exc:
+            with self._owner_lock:
+                self.check_owner(owner)
+                (queue or self.queue).submit(job)
+        except (QueueFull, TooManyJobs, ShuttingDown) as exc:
             self.records.finish(record_id, status="rejected", seeds=seeds,
                                 error_code=exc.code, error_message=exc.message)
             raise
@@ -233,6 +273,8 @@ class JobSubmitter:
                 done = body(ctx)
         except JobCancelled as exc:
             ended: tuple[str, BildwerkError] = ("cancelled", exc)
+            if job.interrupted:  # the server is shutting down
+                ended = ("interrupted", JobInterrupted(partial=exc.partial))
         except BildwerkError as exc:
             ended = ("failed", exc)
         except torch.cuda.OutOfMemoryError:
@@ -277,6 +319,12 @@ class JobSubmitter:
     def _with_timings(done: Finished, ctx: RunContext, status: str) -> dict:
         ctx.timings["total_s"] = round(time.perf_counter() - ctx.accepted_at, 4)
         return {**done.result, "status": status, "timings": ctx.timings}
+
+
+def owner_of(client: dict | None) -> str | None:
+    """Who a job counts against: the API key from the client info, else the host."""
+    client = client or {}
+    return caller_key(client.get("key_id"), client.get("host"))
 
 
 def _is_oom(exc: BaseException) -> bool:

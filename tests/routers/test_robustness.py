@@ -26,7 +26,8 @@ def _inpaint(client, image, mask, **extra):
     return client.post("/inpaint", json=body)
 
 
-def test_the_same_new_image_sent_concurrently_is_stored_once_without_errors(client):
+def test_the_same_new_image_sent_concurrently_is_stored_once_without_errors(make_client):
+    client = make_client(max_queued_per_key=8)  # eight jobs of one caller at once
     image = data_url(scene(*SIZE, seed=99))
     mask = data_url(box_mask(SIZE, BOX))
     body = {"prompt": "x", "image": image, "mask": mask, "steps": 1, "width": 64,

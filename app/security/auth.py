@@ -1,0 +1,162 @@
+"""Who is calling, and may they: the FastAPI dependencies behind every protected route.
+
+``authenticate`` resolves the caller into a :class:`Principal` and stores it on
+``request.state.principal`` (the rate limiter reads ``principal.key_id``, or the client
+host when that is None); ``require(scope)`` adds the scope check. ``app/main.py`` attaches
+them per router (and the routers per route where one mixes scopes):
+
+==========  =====================================================================
+any key     GET /models, /models/{id}, /loras, /vaes, /schedulers, /providers, /styles
+generate    POST /txt2img, /inpaint, /img2seq, /inpainting/, /prompt-expand;
+            GET /jobs/{id}, /jobs/{id}/events, DELETE /jobs/{id} (own jobs only)
+read        GET /records, /records/{id} (own records only), /blobs/{sha} (own blobs;
+            ``generate`` keys may fetch theirs too)
+admin       POST /models/refresh, /models/merge, /models/{id}/load, /models/{id}/unload;
+            implies every other scope and sees every key's records, jobs and blobs
+public      /health, /ready, /docs, /docs-assets/*, /openapi.json
+==========  =====================================================================
+
+Without a key: ``auth_mode=open`` lets everyone in as admin; ``auto`` lets loopback
+clients in as admin while no (unrevoked) key exists; otherwise 401. A key that is sent is
+always checked, in every mode.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass
+from functools import cache
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from app.config import Settings
+from app.errors import Forbidden, Unauthorized
+from app.security.keys import SCOPES, ApiKey, ApiKeyRepository
+
+log = logging.getLogger("bildwerk.auth")
+
+LOOPBACK_NAMES = frozenset({"localhost", "testclient"})  # testclient: Starlette's TestClient
+CREATE_HINT = ("create one with `bildwerk keys create NAME --scope generate --scope read`, "
+               "or set BILDWERK_AUTH_MODE=open to let every client in")
+
+_bearer = HTTPBearer(auto_error=False, scheme_name="bearer",
+                     description="`Authorization: Bearer bw_…` (an API key).")
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="apiKey",
+                        description="`X-API-Key: bw_…` (the same API key).")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller. ``key_id`` is None for a caller let in without a key (loopback while no
+    key exists, or open mode), who acts as admin."""
+
+    key_id: str | None
+    name: str | None
+    scopes: frozenset[str]
+    admin: bool
+    loopback: bool
+
+    @classmethod
+    def of_key(cls, key: ApiKey, loopback: bool) -> Principal:
+        admin = "admin" in key.scopes
+        return cls(key_id=key.id, name=key.name,
+                   scopes=frozenset(SCOPES) if admin else frozenset(key.scopes),
+                   admin=admin, loopback=loopback)
+
+    @classmethod
+    def keyless(cls, loopback: bool) -> Principal:
+        return cls(key_id=None, name=None, scopes=frozenset(SCOPES), admin=True,
+                   loopback=loopback)
+
+    def allows(self, scope: str) -> bool:
+        return self.admin or scope in self.scopes
+
+    @property
+    def owner(self) -> str | None:
+        """The key whose records, jobs and blobs alone this caller sees; None: all."""
+        return None if self.admin else self.key_id
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or bool(mapped and mapped.is_loopback)
+
+
+def authenticate(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    api_key: Annotated[str | None, Depends(_api_key)],
+) -> Principal:
+    """Resolve the caller, or answer 401. Runs once per request (FastAPI caches it)."""
+    state = request.app.state
+    settings: Settings = state.settings
+    keys: ApiKeyRepository = state.keys
+    host = request.client.host if request.client else None
+    loopback = is_loopback(host)
+    secret = (bearer.credentials if bearer else None) or api_key
+    if secret:
+        key = keys.authenticate(secret.strip())
+        if key is None:
+            raise Unauthorized("the API key is unknown or revoked")
+        keys.touch(key.id)
+        principal = Principal.of_key(key, loopback)
+    elif settings.auth_mode == "open" or (
+            settings.auth_mode == "auto" and loopback and not keys.has_active_keys()):
+        principal = Principal.keyless(loopback)
+    else:
+        hint = (" (while no key exists, only loopback clients may call without one)"
+                if settings.auth_mode == "auto" else "")
+        raise Unauthorized("an API key is required: send `Authorization: Bearer <key>` or "
+                           f"`X-API-Key: <key>`{hint}")
+    request.state.principal = principal
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(authenticate)]
+
+
+@cache
+def require(*scopes: str):
+    """A dependency that lets in callers whose key has one of ``scopes`` (admin has all)."""
+    if not scopes or set(scopes) - set(SCOPES):
+        raise ValueError(f"unknown scopes {scopes!r}")
+    needed = " or ".join(f"'{s}'" for s in scopes)
+
+    def dependency(principal: PrincipalDep) -> Principal:
+        if not any(principal.allows(s) for s in scopes):
+            raise Forbidden(f"this API key lacks the {needed} scope", param="scope")
+        return principal
+
+    dependency.__name__ = "require_" + "_or_".join(scopes)
+    return dependency
+
+
+def announce(settings: Settings, keys: ApiKeyRepository) -> None:
+    """The startup log line that says who may call."""
+    if settings.auth_mode == "open":
+        log.warning("!!! BILDWERK_AUTH_MODE=open: ANY client that can reach this server may "
+                    "use every route, model administration included, WITHOUT an API key !!!")
+        return
+    active = keys.has_active_keys()
+    if settings.auth_mode == "auto" and not active:
+        log.warning("no API keys exist: only loopback clients (127.0.0.1, ::1) may call "
+                    "without one, every other client gets 401; %s. (Behind a reverse proxy "
+                    "on this host make sure it forwards the client address, or set "
+                    "BILDWERK_AUTH_MODE=keys.)", CREATE_HINT)
+    elif not active:
+        log.warning("BILDWERK_AUTH_MODE=keys but no API key exists: every protected route "
+                    "answers 401 until one is created with `bildwerk keys create NAME "
+                    "--scope generate`")
+    else:
+        log.info("API keys required (auth mode %s)", settings.auth_mode)
