@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 cli = typer.Typer(help="Bildwerk: a self-hosted image generation server.", no_args_is_help=True)
@@ -209,6 +213,279 @@ def revoke_key(key_id: str = typer.Argument(..., metavar="ID", help="The key's i
     finally:
         db.dispose()
     typer.echo(f"revoked key {key.id} ({key.name}) at {_when(key.revoked_at)}")
+
+
+dataset_cli = typer.Typer(help="Build training sets (Hugging Face imagefolder layout).",
+                          no_args_is_help=True)
+cli.add_typer(dataset_cli, name="dataset")
+
+
+@dataset_cli.command("export")
+def dataset_export(
+    out: Path = typer.Option(..., "--out", help="Folder to write (must be missing or empty "
+                             "unless --overwrite)."),
+    endpoint: str = typer.Option(None, help="Only this endpoint's records, e.g. inpaint; "
+                                 "comma-separated for several (inpaint,inpainting)."),
+    min_rating: int = typer.Option(None, "--min-rating", min=1, max=5,
+                                   help="Only records rated at least this."),
+    flag: list[str] = typer.Option([], "--flag", help="A feedback flag the record must "
+                                   "carry, e.g. use_for_training. Repeat: all must be present."),
+    exclude_flag: list[str] = typer.Option(["exclude"], "--exclude-flag", help="Leave out "
+                                           "records with this flag. Repeat for several."),
+    since: datetime = typer.Option(None, help="Created at or after (e.g. 2026-01-01; UTC)."),
+    until: datetime = typer.Option(None, help="Created before (UTC)."),
+    key_id: str = typer.Option(None, "--key-id", help="Only records of this API key's id."),
+    client_host: str = typer.Option(None, "--client-host", help="Only records from this "
+                                    "client address."),
+    status: str = typer.Option("succeeded", help="Record status; 'any' for all."),
+    fmt: str = typer.Option("jsonl", "--format", help="metadata.jsonl or metadata.csv: "
+                            "jsonl or csv."),
+    masks: bool = typer.Option(True, "--masks/--no-masks", help="Write the masks and "
+                               "inputs of inpaint records."),
+    limit: int = typer.Option(None, min=1, help="Read at most this many records."),
+    from_folder: Path = typer.Option(None, "--from-folder", help="Instead of records: a "
+                                     "folder of images with same-name .txt captions (or its "
+                                     "own metadata.jsonl/csv)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out."),
+) -> None:
+    """Export recorded images (filtered by feedback, endpoint, time, key or client) or a
+    captioned folder as a training set: images plus metadata.jsonl/csv (file_name, text,
+    ...). Settings (database URL, data dir) come from BILDWERK_* variables and .env."""
+    from training.dataset import DatasetError, export_folder, export_records
+
+    try:
+        if from_folder is not None:
+            result = export_folder(from_folder, out, fmt=fmt, overwrite=overwrite)
+        else:
+            from app.config import Settings
+
+            settings = Settings()
+            result = export_records(
+                settings.resolved_database_url, settings.blobs_dir, out, endpoint=endpoint,
+                min_rating=min_rating, flags=flag, exclude_flags=exclude_flag, since=since,
+                until=until, key_id=key_id, client_host=client_host, status=status,
+                fmt=fmt, include_masks=masks, limit=limit, overwrite=overwrite)
+    except (DatasetError, FileExistsError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"wrote {result.count} images to {result.out} ({result.skipped} skipped: "
+               f"missing or unreadable files); metadata: {result.metadata_path}")
+
+
+# -- training (bildwerk train lora|finetune) ------------------------------------------------
+train_cli = typer.Typer(help="Train a LoRA or fine-tune a model on a dataset (imagefolder: "
+                        "images + metadata.jsonl/csv), then register it in the models dir.",
+                        no_args_is_help=True)
+cli.add_typer(train_cli, name="train")
+
+_T = "training"  # help panel
+TBase = Annotated[str, typer.Option(
+    "--base", help="The model to start from: a model id of the registry (bildwerk models "
+    "list; single files are converted to a diffusers folder once) or a diffusers folder.")]
+TDataset = Annotated[Path, typer.Option(
+    "--dataset", help="Dataset folder: images + metadata.jsonl/csv with file_name, text "
+    "[, mask_file_name] (bildwerk dataset export).")]
+TName = Annotated[str, typer.Option(
+    "--name", help="Id of the result: the LoRA's or model's name in the models dir.")]
+TOutput = Annotated[Path | None, typer.Option(
+    "--output", help="Where to write the result. Default: <data_dir>/training/<name>/<name>"
+    "[.safetensors].")]
+TTask = Annotated[str, typer.Option("--task", help="txt2img, or inpaint (needs an inpaint "
+                                    "base with a 9-channel UNet).")]
+TResolution = Annotated[int | None, typer.Option(
+    "--resolution", min=8, help="Training size (shorter side resized, square crop). "
+    "Default: the base's native resolution.")]
+TSteps = Annotated[int, typer.Option("--steps", "--max-train-steps", min=1,
+                                     help="Optimizer steps.", rich_help_panel=_T)]
+TBatch = Annotated[int, typer.Option("--batch-size", "--train-batch-size", min=1,
+                                     rich_help_panel=_T)]
+TAccum = Annotated[int, typer.Option("--gradient-accumulation-steps", "--grad-accum", min=1,
+                                     help="Batches per optimizer step.", rich_help_panel=_T)]
+TLr = Annotated[float, typer.Option("--learning-rate", "--lr", rich_help_panel=_T)]
+TSched = Annotated[str, typer.Option("--lr-scheduler", help="constant, linear, cosine, "
+                                     "constant_with_warmup, … (diffusers' get_scheduler).",
+                                     rich_help_panel=_T)]
+TWarmup = Annotated[int, typer.Option("--lr-warmup-steps", min=0, rich_help_panel=_T)]
+TPrecision = Annotated[str, typer.Option(
+    "--mixed-precision", help="no, fp16 (CUDA only) or bf16.", rich_help_panel=_T)]
+TSeed = Annotated[int, typer.Option("--seed", rich_help_panel=_T)]
+TTrainTe = Annotated[bool, typer.Option("--train-text-encoder/--no-train-text-encoder",
+                                        rich_help_panel=_T)]
+TNoiseOffset = Annotated[float, typer.Option("--noise-offset", min=0.0, rich_help_panel=_T)]
+TSnr = Annotated[float | None, typer.Option("--snr-gamma", help="Min-SNR loss weighting "
+                                           "(5.0 is the paper's choice).", rich_help_panel=_T)]
+TCrop = Annotated[bool, typer.Option("--center-crop/--random-crop", rich_help_panel=_T)]
+TFlip = Annotated[bool, typer.Option("--random-flip/--no-random-flip", rich_help_panel=_T)]
+TCkpt = Annotated[int, typer.Option("--checkpointing-steps", min=0, help="Save a resumable "
+                                    "checkpoint every N steps (0: never).")]
+TCkptLimit = Annotated[int | None, typer.Option("--checkpoints-total-limit", min=1,
+                                                help="Keep only the newest N checkpoints.")]
+TResume = Annotated[str | None, typer.Option(
+    "--resume-from-checkpoint", help="'latest' (of this run's work dir) or a checkpoint "
+    "folder.")]
+TValPrompt = Annotated[list[str] | None, typer.Option(
+    "--validation-prompt", help="Render this prompt (repeat for several) every "
+    "--validation-steps and at the end, into <work_dir>/validation/step-<n>/.")]
+TValSteps = Annotated[int, typer.Option("--validation-steps", min=0)]
+TValInfer = Annotated[int, typer.Option("--validation-inference-steps", min=1)]
+TWorkers = Annotated[int, typer.Option("--workers", "--dataloader-num-workers", min=0)]
+TWorkDir = Annotated[Path | None, typer.Option(
+    "--work-dir", help="Checkpoints, log and validation images. Default: <output>.work")]
+TLogEvery = Annotated[int, typer.Option("--log-every", min=1)]
+TProgress = Annotated[bool, typer.Option("--progress/--no-progress")]
+TModelsDir = Annotated[Path | None, typer.Option(
+    "--models-dir", help="Where to register the result. Default: BILDWERK_MODELS_DIR.")]
+TRegister = Annotated[bool, typer.Option("--register/--no-register", help="Copy the result "
+                                         "into the models dir.")]
+TOverwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a registered LoRA or "
+                                          "model of the same name.")]
+TServer = Annotated[str | None, typer.Option(
+    "--server", help="After registering, POST <URL>/models/refresh on this running server.")]
+TApiKey = Annotated[str | None, typer.Option("--api-key", envvar="BILDWERK_API_KEY",
+                                             help="Admin API key for --server.")]
+
+
+@train_cli.command("lora")
+def train_lora(
+    base: TBase, dataset: TDataset, name: TName, output: TOutput = None,
+    task: TTask = "txt2img", resolution: TResolution = None, steps: TSteps = 100,
+    batch_size: TBatch = 1, gradient_accumulation_steps: TAccum = 1, learning_rate: TLr = 1e-4,
+    lr_scheduler: TSched = "constant", lr_warmup_steps: TWarmup = 0,
+    mixed_precision: TPrecision = "no", seed: TSeed = 0,
+    rank: Annotated[int, typer.Option("--rank", min=1, rich_help_panel=_T)] = 4,
+    lora_alpha: Annotated[int | None, typer.Option(
+        "--lora-alpha", min=1, help="Default: the rank.", rich_help_panel=_T)] = None,
+    train_text_encoder: TTrainTe = False, noise_offset: TNoiseOffset = 0.0,
+    snr_gamma: TSnr = None, center_crop: TCrop = True, random_flip: TFlip = False,
+    checkpointing_steps: TCkpt = 0, checkpoints_total_limit: TCkptLimit = None,
+    resume_from_checkpoint: TResume = None, validation_prompt: TValPrompt = None,
+    validation_steps: TValSteps = 0, validation_inference_steps: TValInfer = 20,
+    workers: TWorkers = 0, work_dir: TWorkDir = None, log_every: TLogEvery = 1,
+    progress: TProgress = True, models_dir: TModelsDir = None, register: TRegister = True,
+    overwrite: TOverwrite = False, server: TServer = None, api_key: TApiKey = None,
+) -> None:
+    """Train a LoRA (UNet attention, optionally the text encoder) into one .safetensors,
+    registered as <models_dir>/loras/<name>.safetensors."""
+    _train_command("lora", locals())
+
+
+@train_cli.command("finetune")
+def train_finetune(
+    base: TBase, dataset: TDataset, name: TName, output: TOutput = None,
+    task: TTask = "txt2img", resolution: TResolution = None, steps: TSteps = 100,
+    batch_size: TBatch = 1, gradient_accumulation_steps: TAccum = 1, learning_rate: TLr = 1e-5,
+    lr_scheduler: TSched = "constant", lr_warmup_steps: TWarmup = 0,
+    mixed_precision: TPrecision = "no", seed: TSeed = 0,
+    train_text_encoder: TTrainTe = False, noise_offset: TNoiseOffset = 0.0,
+    snr_gamma: TSnr = None, center_crop: TCrop = True, random_flip: TFlip = False,
+    checkpointing_steps: TCkpt = 0, checkpoints_total_limit: TCkptLimit = None,
+    resume_from_checkpoint: TResume = None, validation_prompt: TValPrompt = None,
+    validation_steps: TValSteps = 0, validation_inference_steps: TValInfer = 20,
+    workers: TWorkers = 0, work_dir: TWorkDir = None, log_every: TLogEvery = 1,
+    progress: TProgress = True, models_dir: TModelsDir = None, register: TRegister = True,
+    overwrite: TOverwrite = False, server: TServer = None, api_key: TApiKey = None,
+    from_scratch: Annotated[bool, typer.Option(
+        "--from-scratch", help="The base's weights are freshly initialised (recorded in the "
+        "log).", rich_help_panel=_T)] = False,
+) -> None:
+    """Fine-tune the whole UNet (and optionally the text encoder) into a diffusers folder,
+    registered as <models_dir>/<name>/."""
+    _train_command("full", locals())
+
+
+def _train_command(method: str, opts: dict) -> None:
+    from app.config import Settings
+    from app.errors import BildwerkError
+    from training.register import check_name_free, refresh_server, register_output
+    from training.trainer import TrainConfig, train
+
+    settings = Settings()
+    models_dir = opts["models_dir"] or settings.models_dir
+    name = opts["name"]
+    output = opts["output"] or (settings.data_dir / "training" / name / (
+        f"{name}.safetensors" if method == "lora" else name))
+    try:
+        if opts["register"]:  # refuse now rather than after a long run
+            check_name_free(models_dir, method, name, overwrite=opts["overwrite"])
+        base, native = _training_base(opts["base"], settings, models_dir)
+        cfg = TrainConfig(
+            method=method, base=base, dataset=opts["dataset"], output=output,
+            task=opts["task"], resolution=opts["resolution"] or native or 512,
+            train_batch_size=opts["batch_size"],
+            gradient_accumulation_steps=opts["gradient_accumulation_steps"],
+            max_train_steps=opts["steps"], learning_rate=opts["learning_rate"],
+            lr_scheduler=opts["lr_scheduler"], lr_warmup_steps=opts["lr_warmup_steps"],
+            mixed_precision=opts["mixed_precision"], seed=opts["seed"],
+            rank=opts.get("rank", 4), lora_alpha=opts.get("lora_alpha"),
+            train_text_encoder=opts["train_text_encoder"],
+            checkpointing_steps=opts["checkpointing_steps"],
+            checkpoints_total_limit=opts["checkpoints_total_limit"],
+            resume_from_checkpoint=opts["resume_from_checkpoint"],
+            validation_prompts=list(opts["validation_prompt"] or []),
+            validation_steps=opts["validation_steps"],
+            validation_inference_steps=opts["validation_inference_steps"],
+            noise_offset=opts["noise_offset"], snr_gamma=opts["snr_gamma"],
+            dataloader_num_workers=opts["workers"], work_dir=opts["work_dir"],
+            log_every=opts["log_every"], progress=opts["progress"],
+            from_scratch=opts.get("from_scratch", False), center_crop=opts["center_crop"],
+            random_flip=opts["random_flip"])
+        result = train(cfg)
+        typer.echo(f"trained {result.steps} steps in {result.seconds:.1f}s, final loss "
+                   f"{result.final_loss:.4f}: {result.output} (log: {result.log_path})")
+        if result.validation_dir:
+            typer.echo(f"validation images: {result.validation_dir}")
+        if opts["register"]:
+            dest = register_output(result, models_dir, method, name=name,
+                                   overwrite=opts["overwrite"])
+            typer.echo(f"registered {'LoRA' if method == 'lora' else 'model'} {name!r}: {dest}")
+            if opts["server"]:
+                found = refresh_server(opts["server"], opts["api_key"])
+                listed = name in found["loras" if method == "lora" else "models"]
+                typer.echo(f"refreshed {opts['server']}: {name!r} "
+                           f"{'is listed' if listed else 'is NOT listed (another models dir?)'}")
+    except (ValueError, FileExistsError, RuntimeError, BildwerkError) as exc:
+        typer.echo(f"error: {getattr(exc, 'message', None) or exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _training_base(base: str, settings, models_dir: Path) -> tuple[Path, int | None]:
+    """A diffusers folder to train from, and its native resolution: ``base`` as a folder,
+    or a registry model id (a single-file checkpoint is converted once, into
+    ``<data_dir>/training/bases/``)."""
+    from app.pipelines.families import probe_diffusers_folder
+
+    path = Path(base).expanduser()
+    if path.is_dir() and (path / "model_index.json").is_file():
+        return path, probe_diffusers_folder(path).native_resolution
+    from app.pipelines.device import resolve_runtime
+    from app.pipelines.hub import hub_snapshot
+    from app.pipelines.registry import ModelRegistry, load_pipeline
+
+    registry = ModelRegistry(models_dir, settings.embedded_dir / settings.embedded_model_id,
+                             settings.embedded_model_id, resolve_runtime("cpu"),
+                             hub_repos=tuple(r.strip() for r in settings.hf_models.split(",")
+                                             if r.strip()),
+                             hub_cache_dir=settings.hf_cache_dir)
+    registry.refresh()
+    entry = registry.resolve(base)
+    if entry.format == "diffusers":
+        if entry.repo_id is not None:
+            snapshot = hub_snapshot(entry.repo_id, settings.hf_cache_dir, weights=True)
+            if snapshot is None:
+                raise ValueError(f"the weights of {entry.repo_id!r} are neither cached nor "
+                                 "downloadable now")
+            return Path(snapshot), entry.native_resolution
+        return entry.path, entry.native_resolution
+    stat = entry.path.stat()
+    converted = settings.data_dir / "training" / "bases" / \
+        f"{entry.id}-{stat.st_size}-{stat.st_mtime_ns}"
+    if not (converted / "model_index.json").is_file():
+        typer.echo(f"converting {entry.path.name} to a diffusers folder: {converted}", err=True)
+        pipe = load_pipeline(entry, resolve_runtime("cpu"))
+        tmp = converted.with_name(f".{converted.name}.partial")
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        tmp.rename(converted)
+    return converted, entry.native_resolution
 
 
 def main() -> None:

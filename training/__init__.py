@@ -1,2 +1,3 @@
-"""Training (fine-tunes and LoRAs from recorded data). Not implemented yet: see the
-training issue. The embedded model builder lives in ``app.pipelines.embedded``."""
+"""Training from recorded data: the dataset builder (``dataset``), the LoRA and full
+fine-tune trainers (``trainer``), registration into the models dir (``register``), and the
+micro model of our own (``micro``). See docs/training.md."""
