@@ -21,22 +21,19 @@ scrubbed from every reason. Usage is reported as ``input_tokens``/``output_token
 from __future__ import annotations
 
 import copy
-import threading
 from typing import Any
 
 from app.prompting.llm import (
     ANSWER_SCHEMA,
+    ChatExpander,
     Correction,
     ExpanderError,
     FewShot,
     LLMAnswer,
     Reply,
     Sampling,
-    check_request,
-    parse_answer,
     run_with_retry,
     scrub,
-    to_expansions,
     user_message,
 )
 from app.prompting.styles import StylePreset
@@ -66,40 +63,24 @@ def gemini_schema(count: int) -> dict[str, Any]:
     return schema
 
 
-class GeminiExpander:
+class GeminiExpander(ChatExpander):
     name = "gemini"
+    key_env = "GEMINI_API_KEY"
+    label = "Gemini text"
 
     def __init__(self, *, api_key: str | None, base_url: str | None, model: str,
                  timeout: float, retries: int, fewshot: FewShot,
                  backoff_s: float = 1.0) -> None:
-        self._api_key = api_key or None
-        self._base_url = base_url
-        self.model = (model or "").removeprefix("models/")
-        self.timeout = timeout
-        self.retries = max(0, retries)
+        super().__init__(api_key=api_key, base_url=base_url,
+                         model=(model or "").removeprefix("models/"), timeout=timeout,
+                         retries=retries, fewshot=fewshot)
         self.backoff_s = max(0.0, backoff_s)
-        self.fewshot = fewshot
-        self._client_obj = None
-        self._lock = threading.Lock()
-
-    def __repr__(self) -> str:  # never show the key
-        return f"GeminiExpander(base_url={self._base_url!r}, model={self.model!r})"
-
-    def available(self) -> tuple[bool, str | None]:
-        if not self._api_key:
-            return False, "GEMINI_API_KEY is not set"
-        if not self.model:
-            return False, "no Gemini text model configured"
-        return True, None
 
     def expand(self, idea: str, *, style: StylePreset | None, count: int, seed: int,
                sampling: Sampling) -> LLMAnswer:
         from google.genai import types
 
-        idea = check_request(idea, count)
-        usable, why = self.available()
-        if not usable:
-            raise ExpanderError("unavailable", why or "not configured")
+        idea = self._checked(idea, count)
         style_name = style.name if style else None
         contents: list[types.Content] = []
         for example in self.fewshot.pick(style_name):
@@ -117,12 +98,7 @@ class GeminiExpander:
                 _turn("model", correction.previous), _turn("user", correction.message)]
             return self._call(contents + extra, config)
 
-        def parse(text: str):
-            items, repaired = parse_answer(text, count)
-            return to_expansions(items, idea=idea, style=style, seed=seed,
-                                 provider=self.name), repaired
-
-        return run_with_retry(call, parse, model=self.model)
+        return run_with_retry(call, self._parser(idea, style, seed, count), model=self.model)
 
     # -- one call ------------------------------------------------------------------------
     def _client(self):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -484,3 +485,53 @@ __all__ = [
     "Reply", "Sampling", "check_request", "parse_answer", "run_with_retry", "system_prompt",
     "to_expansions", "user_message",
 ]
+
+
+# --------------------------------------------------------------------------- shared expander
+
+class ChatExpander:
+    """What the OpenAI and Gemini expanders share: their settings, availability, the
+    request check, and turning an answer's text into :class:`Expansion` objects. A subclass
+    sets ``name``, ``key_env`` and ``label`` and writes ``expand`` and its one call."""
+
+    name = ""
+    key_env = ""  # the environment variable that holds the key, for messages
+    label = ""  # "OpenAI chat", "Gemini text"
+
+    def __init__(self, *, api_key: str | None, base_url: str | None, model: str,
+                 timeout: float, retries: int, fewshot: FewShot) -> None:
+        self._api_key = api_key or None
+        self._base_url = base_url
+        self.model = model
+        self.timeout = timeout
+        self.retries = max(0, retries)
+        self.fewshot = fewshot
+        self._client_obj = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:  # never show the key
+        return f"{type(self).__name__}(base_url={self._base_url!r}, model={self.model!r})"
+
+    def available(self) -> tuple[bool, str | None]:
+        if not self._api_key:
+            return False, f"{self.key_env} is not set"
+        if not self.model:
+            return False, f"no {self.label} model configured"
+        return True, None
+
+    def _checked(self, idea: str, count: int) -> str:
+        """The cleaned idea; InvalidInput for a bad request, "unavailable" without a key."""
+        idea = check_request(idea, count)
+        usable, why = self.available()
+        if not usable:
+            raise ExpanderError("unavailable", why or "not configured")
+        return idea
+
+    def _parser(self, idea: str, style: StylePreset | None, seed: int,
+                count: int) -> Callable[[str], tuple[list[Expansion], bool]]:
+        def parse(text: str) -> tuple[list[Expansion], bool]:
+            items, repaired = parse_answer(text, count)
+            return to_expansions(items, idea=idea, style=style, seed=seed,
+                                 provider=self.name), repaired
+
+        return parse

@@ -17,22 +17,18 @@ from every reason. Usage is reported as ``input_tokens``/``output_tokens``/``tot
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from app.prompting.llm import (
     ANSWER_SCHEMA,
+    ChatExpander,
     Correction,
     ExpanderError,
-    FewShot,
     LLMAnswer,
     Reply,
     Sampling,
-    check_request,
-    parse_answer,
     run_with_retry,
     scrub,
-    to_expansions,
     user_message,
 )
 from app.prompting.styles import StylePreset
@@ -41,36 +37,14 @@ RESPONSE_FORMAT = {"type": "json_schema", "json_schema": {
     "name": "prompt_expansions", "strict": True, "schema": ANSWER_SCHEMA}}
 
 
-class OpenAIExpander:
+class OpenAIExpander(ChatExpander):
     name = "openai"
-
-    def __init__(self, *, api_key: str | None, base_url: str | None, model: str,
-                 timeout: float, retries: int, fewshot: FewShot) -> None:
-        self._api_key = api_key or None
-        self._base_url = base_url
-        self.model = model
-        self.timeout = timeout
-        self.retries = max(0, retries)
-        self.fewshot = fewshot
-        self._client_obj = None
-        self._lock = threading.Lock()
-
-    def __repr__(self) -> str:  # never show the key
-        return f"OpenAIExpander(base_url={self._base_url!r}, model={self.model!r})"
-
-    def available(self) -> tuple[bool, str | None]:
-        if not self._api_key:
-            return False, "OPENAI_API_KEY is not set"
-        if not self.model:
-            return False, "no OpenAI chat model configured"
-        return True, None
+    key_env = "OPENAI_API_KEY"
+    label = "OpenAI chat"
 
     def expand(self, idea: str, *, style: StylePreset | None, count: int, seed: int,
                sampling: Sampling) -> LLMAnswer:
-        idea = check_request(idea, count)
-        usable, why = self.available()
-        if not usable:
-            raise ExpanderError("unavailable", why or "not configured")
+        idea = self._checked(idea, count)
         style_name = style.name if style else None
         messages: list[dict[str, str]] = [
             {"role": "system", "content": self.fewshot.system_prompt(style, count)}]
@@ -92,12 +66,7 @@ class OpenAIExpander:
                 {"role": "user", "content": correction.message}]
             return self._call(messages + extra, args)
 
-        def parse(text: str):
-            items, repaired = parse_answer(text, count)
-            return to_expansions(items, idea=idea, style=style, seed=seed,
-                                 provider=self.name), repaired
-
-        return run_with_retry(call, parse, model=self.model)
+        return run_with_retry(call, self._parser(idea, style, seed, count), model=self.model)
 
     def close(self) -> None:
         with self._lock:
