@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import unquote
 
 from fastapi import FastAPI
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -67,8 +69,36 @@ def install_cors(app: FastAPI, settings: Settings) -> None:
         expose_headers=CORS_EXPOSE_HEADERS, max_age=600)
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(StarletteHTTPException):
+    """Raised from inside the body stream. An HTTPException, so that FastAPI's own body
+    parsing passes it on (it turns other exceptions into a 400) and it is answered 413."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"request body exceeds {max_bytes} bytes")
+
+
+class ControlCharGuard:
+    """Refuse a path or query string that holds a NUL or another control character (422),
+    before any route or database sees it: PostgreSQL cannot store NUL in text, and no id,
+    name or filter of this API contains one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            raw = scope.get("path", "") + unquote(scope.get("query_string", b"").decode(
+                "latin-1"))
+            if any(ord(ch) < 32 or ord(ch) == 127 for ch in raw):
+                body = json.dumps({"error": {
+                    "code": "invalid_input", "param": None,
+                    "message": "the URL holds a control character (e.g. %00)"}}).encode()
+                await send({"type": "http.response.start", "status": 422,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
 
 
 class BodySizeLimit:
@@ -93,7 +123,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _TooLarge
+                    raise _TooLarge(self.max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:

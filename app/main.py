@@ -17,7 +17,7 @@ from app.errors import install_error_handlers
 from app.jobs.job import Job
 from app.jobs.queue import JobQueue
 from app.lifecycle import Lifecycle, recover_after_restart
-from app.limits import BodySizeLimit, install_cors
+from app.limits import BodySizeLimit, ControlCharGuard, install_cors
 from app.persistence.blobs import BlobStore
 from app.persistence.database import Database
 from app.persistence.records import RecordRepository
@@ -38,6 +38,7 @@ from app.routers import (
     prompts,
     records,
     sequences,
+    styles,
 )
 from app.routers import (
     providers as providers_router,
@@ -147,9 +148,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     install_docs(app)
-    # Who may call what (app/security/auth.py): any key for the catalogues (the models and
-    # prompts routers add admin / generate per route, the records router read), a scope for
-    # the rest; health public.
+    # Who may call what (app/security/auth.py): any key for the catalogues (the models
+    # router adds admin per route, the records router read), a scope for the rest; health
+    # public.
     any_key, scoped = [Depends(authenticate)], {**COMMON_ERRORS, **AUTH_ERRORS}
     guard = [Depends(WorkGuard(settings))]  # after auth: 503 while draining, rate limit 429
     for module, dependencies in (
@@ -159,13 +160,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             (jobs, [Depends(require("generate"))]),
             (records, [Depends(require("read", "generate"))]),  # GETs need read (per route)
             (blobs, [Depends(require("read", "generate"))]),
-            (prompts, any_key), (models, any_key), (providers_router, any_key),
+            # generate first, then the guard: a read-only key gets 403, not a 429
+            (prompts, [Depends(require("generate"))]),
+            (styles, any_key), (models, any_key), (providers_router, any_key),
             (health, [])):
         responses = (COMMON_ERRORS if not dependencies else
                      {**COMMON_ERRORS, **UNAUTHORIZED} if dependencies is any_key else scoped)
         app.include_router(module.router, responses=responses, dependencies=dependencies + (
             guard if module in (generation, sequences, kiosk, prompts) else []))
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ControlCharGuard)
     install_cors(app, settings)  # outermost, so every answer carries the CORS headers
     return app
 

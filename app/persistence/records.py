@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Select, String, cast, func, or_, select
 
-from app.errors import NotFound
+from app.errors import InvalidInput, NotFound
 from app.persistence.database import Database
 from app.persistence.orm import OutputRow, RecordRow
 
@@ -246,7 +246,10 @@ class RecordRepository:
     def _utc(self, when: datetime) -> datetime:
         """Filters compare in UTC; a time without a zone is taken as UTC. SQLite stores
         naive UTC, so it gets a naive value."""
-        when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+        try:
+            when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 lies before year 1 in UTC
+            raise InvalidInput(f"{when.isoformat()} is out of range", param="since") from None
         return when.replace(tzinfo=None) if self.db.url.startswith("sqlite") else when
 
     def mark_unfinished_interrupted(self) -> int:

@@ -1,10 +1,10 @@
-"""POST /prompt-expand and GET /styles."""
+"""POST /prompt-expand (GET /styles is in :mod:`app.routers.styles`)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Body, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
@@ -15,9 +15,7 @@ from app.schemas.prompts import (
     PROMPT_EXPAND_EXAMPLES,
     PromptExpandRequest,
     PromptExpandResult,
-    StyleInfo,
 )
-from app.security.auth import require
 
 router = APIRouter(tags=["prompts"])
 
@@ -26,7 +24,6 @@ ExportFormat = Literal["json", "csv", "jsonl"]
 
 @router.post(
     "/prompt-expand", response_model=PromptExpandResult, summary="Expand an idea into prompts",
-    dependencies=[Depends(require("generate"))],  # GET /styles needs any key (app/main.py)
     responses={**FORBIDDEN, 200: {"content": {
         "text/csv": {"schema": {"type": "string"}},
         "application/x-ndjson": {"schema": {"type": "string"}}},
@@ -61,12 +58,3 @@ async def prompt_expand(
                         headers=headers)
     return JSONResponse(PromptExpandResult.model_validate(result).model_dump(mode="json"),
                         headers=headers)
-
-
-@router.get("/styles", response_model=list[StyleInfo], summary="Style presets")
-def list_styles(prompts: PromptsDep) -> list[StyleInfo]:
-    """Named presets for `style` on /prompt-expand, /txt2img, /inpaint and /img2seq: a
-    template around the prompt, a negative prompt, and recommended steps and guidance."""
-    return [StyleInfo(name=p.name, description=p.description, template=p.template,
-                      negative_prompt=p.negative_prompt, domain=p.domain, params=p.params)
-            for p in prompts.list_styles()]

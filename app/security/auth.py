@@ -112,7 +112,7 @@ def authenticate(
         keys.touch(key.id)
         principal = Principal.of_key(key, loopback)
     elif settings.auth_mode == "open" or (
-            settings.auth_mode == "auto" and loopback and not keys.has_active_keys()):
+            settings.auth_mode == "auto" and loopback and not keys.has_keys()):
         principal = Principal.keyless(loopback)
     else:
         hint = (" (while no key exists, only loopback clients may call without one)"
@@ -149,14 +149,14 @@ def announce(settings: Settings, keys: ApiKeyRepository) -> None:
                     "use every route, model administration included, WITHOUT an API key !!!")
         return
     active = keys.has_active_keys()
-    if settings.auth_mode == "auto" and not active:
+    if settings.auth_mode == "auto" and not keys.has_keys():
         log.warning("no API keys exist: only loopback clients (127.0.0.1, ::1) may call "
                     "without one, every other client gets 401; %s. (Behind a reverse proxy "
                     "on this host make sure it forwards the client address, or set "
                     "BILDWERK_AUTH_MODE=keys.)", CREATE_HINT)
     elif not active:
-        log.warning("BILDWERK_AUTH_MODE=keys but no API key exists: every protected route "
-                    "answers 401 until one is created with `bildwerk keys create NAME "
-                    "--scope generate`")
+        log.warning("BILDWERK_AUTH_MODE=%s and no active API key exists: every protected "
+                    "route answers 401 until one is created with `bildwerk keys create NAME "
+                    "--scope generate`", settings.auth_mode)
     else:
         log.info("API keys required (auth mode %s)", settings.auth_mode)

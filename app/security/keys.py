@@ -157,6 +157,13 @@ class ApiKeyRepository:
             return s.scalars(select(ApiKeyRow.id).where(ApiKeyRow.revoked_at.is_(None))
                              .limit(1)).first() is not None
 
+    def has_keys(self) -> bool:
+        """Whether any key was ever created, revoked ones included. In ``auto`` mode this,
+        not "an active key", closes keyless loopback access: revoking the last key must not
+        silently reopen the server (keys are never deleted)."""
+        with self.db.session() as s:
+            return s.scalars(select(ApiKeyRow.id).limit(1)).first() is not None
+
     def touch(self, key_id: str) -> None:
         """Note that the key was used: written at most once a minute per key."""
         now = self.clock()

@@ -64,7 +64,12 @@ def _split_blend(text: str) -> tuple[str, str | None, float]:
     if " -> " in text and " @ " in text:
         head, weight = text.rsplit(" @ ", 1)
         start, end = head.split(" -> ", 1)
-        return start, end, float(weight)
+        try:
+            value = float(weight)
+        except ValueError:  # a prompt the user typed that merely looks like the notation
+            return text, None, 0.0
+        if 0.0 <= value <= 1.0 and len(weight) == 6:  # written as f"{w:.4f}"
+            return start, end, value
     return text, None, 0.0
 
 

@@ -219,6 +219,8 @@ class PromptService:
                     usage[key] = usage.get(key, 0) + value
             providers.append(outcome.provider)
             results.append(SceneResult(i, translation, english, outcome.expansions))
+            if any(a.get("kind") == "unavailable" for a in outcome.attempts):
+                requested = LOCAL  # down or timing out: do not wait for it scene after scene
         answered = providers[0] if len(set(providers)) == 1 else "+".join(
             dict.fromkeys(providers))
         return results, Outcome([], answered, attempts, usage or None)

@@ -144,3 +144,17 @@ def test_expand_prompt_on_txt2img_uses_the_configured_llm(make_client):
     assert record["prompt"] == "a red barn"
     assert record["prompt_expanded"] == body["prompt"] != "a red barn"
     assert body["prompt"].startswith("a red barn")
+
+
+def test_a_failing_llm_is_asked_once_per_request_not_once_per_scene(make_client):
+    with fake_openai() as fake:
+        fake.then(*[Scripted("error", 500, "down")] * 5)
+        client = openai_client(make_client, fake)
+        out = client.post("/prompt-expand", json={
+            "script": "a ship at dawn\na storm at sea\na lighthouse at night",
+            "provider": "openai", "seed": 1}).json()
+        calls = chat_calls(fake)
+    assert len(calls) == 1
+    assert [p["provider"] for p in out["prompts"]] == ["local"] * 3
+    assert [(a["scene"], a["provider"]) for a in out["attempts"]] == [
+        (0, "openai"), (0, "local"), (1, "local"), (2, "local")]
