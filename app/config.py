@@ -156,7 +156,7 @@ class Settings(BaseSettings):
     max_resident_loras: int = Field(8, ge=1, description="LoRA adapters kept loaded per model.")
 
     # --- embedded default model ---------------------------------------------------------
-    embedded_model_id: str = "bildwerk-tiny"
+    embedded_model_id: str = "bildwerk-micro"
 
     @field_validator("data_dir", "models_dir")
     @classmethod

@@ -88,6 +88,9 @@ def make_settings(tmp_path: Path, models_dir: Path, embedded_template: Path,
         shutil.copytree(embedded_template, embedded)
         values = dict(data_dir=data_dir, models_dir=models_dir, database_url=database_url,
                       device=TEST_DEVICE, default_model="tiny-sd15",
+                      # the fast random tiny model, not the shipped micro model (the
+                      # default): tests/training/test_micro_model.py covers that one
+                      embedded_model_id="bildwerk-tiny",
                       shutdown_grace_s=2)  # a test that leaves a job running does not wait 30 s
         values.update(overrides)
         return Settings(_env_file=None, **values)

@@ -62,7 +62,7 @@ def bildwerk_app(tmp_path_factory: pytest.TempPathFactory, models_dir: Path,
     app = create_app(Settings(
         _env_file=None, data_dir=data_dir, models_dir=models,
         database_url=f"sqlite:///{root / 'bildwerk.db'}", device=TEST_DEVICE,
-        default_model="tiny-sd15"))
+        default_model="tiny-sd15", embedded_model_id="bildwerk-tiny"))
     yield app
     # Schemathesis starts the app's lifespan on first use and keeps it for the process;
     # stop it here so the worker threads and the database end with this module.

@@ -46,7 +46,8 @@ def test_uvicorn_serves_txt2img_on_an_empty_models_dir(tmp_path):
         png = httpx.get(base + image["url"], timeout=10)
         assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
         assert (tmp_path / "data" / "bildwerk.db").exists()
-        assert (tmp_path / "data" / "embedded" / "bildwerk-tiny" / "model_index.json").exists()
+        # the embedded default is the shipped micro model, copied into the data dir
+        assert (tmp_path / "data" / "embedded" / "bildwerk-micro" / "model_index.json").exists()
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=30)

@@ -1,24 +1,48 @@
-"""The embedded default model: a tiny Stable-Diffusion-shaped pipeline with seeded
-random weights, generated on first start so the server runs with an empty models dir.
+"""The embedded default model, installed on first start so the server runs with an empty
+models dir.
 
-It is saved as an ordinary diffusers folder and loaded through the normal registry path.
-Its pictures are abstract: the weights are random, not trained.
+By default it is ``bildwerk-micro``: our own tiny Stable Diffusion (VAE, UNet, text encoder
+and tokenizer), trained from scratch on procedural scenes of coloured shapes on coloured
+backgrounds. It ships in ``app/pipelines/micro/bildwerk-micro`` (retrain it with
+``python -m training.micro``, see its README.md) and is copied into the data dir.
+
+``bildwerk-tiny`` is the same kind of pipeline with seeded random weights, built on the
+fly: the test suite uses it, and it is the fallback when the shipped files are missing.
+Either way the model is an ordinary diffusers folder loaded through the normal registry
+path.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 from pathlib import Path
 
-EMBEDDED_DESCRIPTION = (
+log = logging.getLogger(__name__)
+
+MICRO_ID = "bildwerk-micro"
+MICRO_SOURCE = Path(__file__).resolve().parent / "micro" / MICRO_ID
+MICRO_DESCRIPTION = (
+    "Embedded micro model (bildwerk-micro, 1.9M parameters), trained from scratch by "
+    "Bildwerk on procedural scenes so the server runs out of the box. It draws one "
+    "coloured shape on a plain coloured background at 64x64 px: ask for "
+    "'a {colour} {shape} on a {colour} background' with red, green, blue, yellow, orange, "
+    "purple, white or black and a circle, square or triangle. Anything else also comes out "
+    "as a shape on a background. Put real checkpoints into BILDWERK_MODELS_DIR for real "
+    "pictures."
+)
+TINY_DESCRIPTION = (
     "Embedded tiny model with seeded random weights, built on first start so the server "
     "runs out of the box. Its pictures are abstract patterns, not what the prompt describes. "
     "Put real checkpoints into BILDWERK_MODELS_DIR for real pictures."
 )
+EMBEDDED_DESCRIPTION = MICRO_DESCRIPTION
 EMBEDDED_SEED = 20261121
 _MARKER = "bildwerk_embedded.json"
+_MICRO_PARTS = ("model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler",
+                "README.md", "training.json")
 
 
 def build_tiny_sd15(dest: Path, *, seed: int = EMBEDDED_SEED, inpaint: bool = False,
@@ -76,7 +100,35 @@ def build_tiny_sd15(dest: Path, *, seed: int = EMBEDDED_SEED, inpaint: bool = Fa
         shutil.rmtree(tmp / "_tok")
         pipe.save_pretrained(tmp, safe_serialization=True)
         (tmp / _MARKER).write_text(json.dumps({"seed": seed, "inpaint": inpaint,
-                                               "description": EMBEDDED_DESCRIPTION}))
+                                               "description": TINY_DESCRIPTION}))
+        if dest.exists():
+            shutil.rmtree(dest)
+        tmp.rename(dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def micro_available(source: Path = MICRO_SOURCE) -> bool:
+    """Whether the shipped micro model is complete (all its weights present)."""
+    return (source / "model_index.json").is_file() and all(
+        any((source / part).glob("*.safetensors")) for part in ("unet", "vae", "text_encoder"))
+
+
+def install_micro(dest: Path, source: Path = MICRO_SOURCE) -> Path:
+    """Copy the shipped micro model into ``dest`` (atomically: build beside, rename)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=dest.parent))
+    try:
+        for part in _MICRO_PARTS:
+            src = source / part
+            if src.is_dir():
+                shutil.copytree(src, tmp / part)
+            elif src.is_file():
+                shutil.copy2(src, tmp / part)
+        (tmp / _MARKER).write_text(json.dumps({"model": MICRO_ID, "source": str(source),
+                                               "description": MICRO_DESCRIPTION}))
         if dest.exists():
             shutil.rmtree(dest)
         tmp.rename(dest)
@@ -87,12 +139,31 @@ def build_tiny_sd15(dest: Path, *, seed: int = EMBEDDED_SEED, inpaint: bool = Fa
 
 
 def ensure_embedded_model(dest: Path) -> Path:
-    """Build the embedded model into ``dest`` unless a complete one is already there."""
+    """Install the embedded model into ``dest`` unless a complete one is already there.
+
+    ``dest``'s name picks the model: ``bildwerk-tiny`` builds the random tiny model; any
+    other name (the default ``bildwerk-micro``) copies the shipped micro model, or builds
+    the tiny one, with a warning, when the shipped files are missing.
+    """
     if (dest / _MARKER).exists() and (dest / "model_index.json").exists():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.name != "bildwerk-tiny":
+        if micro_available():
+            return install_micro(dest)
+        log.warning("the shipped micro model is missing (%s); building the random tiny "
+                    "model instead: its pictures are abstract", MICRO_SOURCE)
     return build_tiny_sd15(dest)
 
 
 def is_embedded(folder: Path) -> bool:
     return (folder / _MARKER).exists()
+
+
+def embedded_description(folder: Path) -> str:
+    """The description of an installed embedded model (micro or random tiny)."""
+    try:
+        description = json.loads((folder / _MARKER).read_text()).get("description")
+    except (OSError, ValueError):
+        description = None
+    return description or EMBEDDED_DESCRIPTION

@@ -28,7 +28,7 @@ from diffusers import DiffusionPipeline
 
 from app.errors import BildwerkError, InvalidInput, ModelLoadFailed
 from app.pipelines.device import Runtime, free_memory
-from app.pipelines.embedded import EMBEDDED_DESCRIPTION, ensure_embedded_model, is_embedded
+from app.pipelines.embedded import embedded_description, ensure_embedded_model, is_embedded
 from app.pipelines.families import (
     FAMILIES,
     SIDECAR_SUFFIX,
@@ -284,7 +284,7 @@ class ModelRegistry:
             id=model_id, path=path, format=fmt, family=probe.family, variant=probe.variant,
             prediction_type=probe.prediction_type, native_resolution=probe.native_resolution,
             size_bytes=_folder_size(path), load_bytes=_load_bytes(path), embedded=embedded,
-            description=EMBEDDED_DESCRIPTION if embedded else "", context_dim=context_dim,
+            description=embedded_description(path) if embedded else "", context_dim=context_dim,
             text_layers=_text_layers(layers_dir))
 
     # -- lookup -------------------------------------------------------------------------

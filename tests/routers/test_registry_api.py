@@ -231,7 +231,8 @@ def test_bad_merges_are_refused(client, body, status, param):
 def test_cli_merge(models_dir, tmp_path):
     own = own_models_dir(models_dir, tmp_path)
     env = {**os.environ, "BILDWERK_MODELS_DIR": str(own),
-           "BILDWERK_DATA_DIR": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1"}
+           "BILDWERK_DATA_DIR": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1",
+           "BILDWERK_EMBEDDED_MODEL_ID": "bildwerk-tiny"}  # merges with the tiny model
     done = subprocess.run([sys.executable, "-m", "app.cli", "models", "merge", "tiny-sd15",
                            "bildwerk-tiny", "--name", "cli-merge", "--alpha", "0.3",
                            "--lora", "detail-kohya:0.5"],
