@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -9,6 +11,35 @@ from typing import Annotated
 import typer
 
 cli = typer.Typer(help="Bildwerk: a self-hosted image generation server.", no_args_is_help=True)
+
+
+@contextmanager
+def _failing_clearly(*expected: type[Exception]) -> Iterator[None]:
+    """Bildwerk's own errors (and ``expected`` ones) end a command with "error: ..." on
+    stderr and exit status 2, not a traceback."""
+    from app.errors import BildwerkError
+
+    try:
+        yield
+    except (BildwerkError, *expected) as exc:
+        typer.echo(f"error: {getattr(exc, 'message', None) or exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@contextmanager
+def _database():
+    """The configured settings and database (migrated), disposed afterwards."""
+    from app.config import Settings
+    from app.persistence.database import Database
+
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url)
+    try:
+        db.migrate()
+        yield settings, db
+    finally:
+        db.dispose()
 
 
 @cli.command()
@@ -63,7 +94,6 @@ def merge_models(
     lora: list[str] = typer.Option([], help="LoRA to fuse, as NAME or NAME:WEIGHT."),
 ) -> None:
     """Merge checkpoints of one family into MODELS_DIR/<name>.safetensors."""
-    from app.errors import BildwerkError
     from app.pipelines.merge import merge
     from app.schemas.models import MergeRequest
     from app.services.models import ModelService
@@ -71,13 +101,10 @@ def merge_models(
     registry, loras = _registry()
     refs = [{"name": item.split(":")[0], "weight": float(item.split(":")[1])}
             if ":" in item else {"name": item} for item in lora]
-    try:
+    with _failing_clearly():
         req = MergeRequest(a=a, b=b, c=c, method=method, alpha=alpha, name=name, loras=refs)
         spec = ModelService(registry, loras, None, 0).merge_spec(req)  # type: ignore[arg-type]
         path = merge(spec, registry.models_dir)
-    except BildwerkError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(2) from exc
     typer.echo(f"wrote {path}")
 
 
@@ -97,27 +124,19 @@ def prompts(
     file, like the seed tool's `main.py N --only-prompts`. Each batch is recorded in the
     database like a POST /prompt-expand."""
     import secrets
-    from pathlib import Path
 
-    from app.config import Settings
-    from app.errors import BildwerkError
-    from app.persistence.database import Database
     from app.persistence.records import RecordRepository
     from app.prompting.exports import append_csv, append_jsonl
     from app.prompting.ideas import suggest_ideas
     from app.schemas.prompts import MAX_PROMPTS, PromptExpandRequest
     from app.services.prompting import build_prompt_service
 
-    settings = Settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.resolved_database_url)
-    db.migrate()
-    service = build_prompt_service(settings, RecordRepository(db))
     path = Path(out)
     append = append_jsonl if path.suffix.lower() == ".jsonl" else append_csv
     first = seed if seed is not None else secrets.randbelow(2**31)
     written = 0
-    try:
+    with _failing_clearly(ValueError), _database() as (settings, db):
+        service = build_prompt_service(settings, RecordRepository(db))
         while written < n:
             batch = min(MAX_PROMPTS, n - written)
             common = {"style": style, "provider": provider, "seed": first + written,
@@ -131,11 +150,6 @@ def prompts(
             written += append(path, result["prompts"])
             typer.echo(f"{written}/{n} prompts ({result['provider']}), record "
                        f"{result['record_id']}", err=True)
-    except (BildwerkError, ValueError) as exc:
-        typer.echo(f"error: {getattr(exc, 'message', exc)}", err=True)
-        raise typer.Exit(2) from exc
-    finally:
-        db.dispose()
     typer.echo(f"appended {written} prompts to {path}")
 
 
@@ -144,16 +158,12 @@ keys_cli = typer.Typer(help="Manage API keys (stored hashed; the secret is shown
 cli.add_typer(keys_cli, name="keys")
 
 
+@contextmanager
 def _key_repository():
-    from app.config import Settings
-    from app.persistence.database import Database
     from app.security.keys import ApiKeyRepository
 
-    settings = Settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.resolved_database_url)
-    db.migrate()
-    return db, ApiKeyRepository(db)
+    with _failing_clearly(), _database() as (_, db):
+        yield ApiKeyRepository(db)
 
 
 def _when(value) -> str:
@@ -167,16 +177,8 @@ def create_key(
                                     "implies the others). Repeat for several."),
 ) -> None:
     """Create a key and print its secret (once: only its hash is stored)."""
-    from app.errors import BildwerkError
-
-    db, keys = _key_repository()
-    try:
+    with _key_repository() as keys:
         key, secret = keys.create(name, [s.strip().lower() for s in scope])
-    except BildwerkError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(2) from exc
-    finally:
-        db.dispose()
     typer.echo(f"created key {key.id} ({key.name}; scopes: {', '.join(key.scopes)}). "
                "Store the secret now, it is not shown again:", err=True)
     typer.echo(secret)
@@ -185,11 +187,8 @@ def create_key(
 @keys_cli.command("list")
 def list_keys() -> None:
     """Every key: id, name, scopes, created, last used, revoked (never the secret)."""
-    db, keys = _key_repository()
-    try:
+    with _key_repository() as keys:
         rows = keys.list()
-    finally:
-        db.dispose()
     typer.echo(f"{'id':16s}  {'name':24s}  {'scopes':21s}  {'prefix':12s}  "
                f"{'created (UTC)':16s}  {'last used':16s}  revoked")
     for k in rows:
@@ -202,16 +201,8 @@ def list_keys() -> None:
 def revoke_key(key_id: str = typer.Argument(..., metavar="ID", help="The key's id "
                                             "(bildwerk keys list).")) -> None:
     """Revoke a key: requests with it are answered 401 from now on."""
-    from app.errors import BildwerkError
-
-    db, keys = _key_repository()
-    try:
+    with _key_repository() as keys:
         key = keys.revoke(key_id.strip())
-    except BildwerkError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(2) from exc
-    finally:
-        db.dispose()
     typer.echo(f"revoked key {key.id} ({key.name}) at {_when(key.revoked_at)}")
 
 
@@ -253,7 +244,7 @@ def dataset_export(
     ...). Settings (database URL, data dir) come from BILDWERK_* variables and .env."""
     from training.dataset import DatasetError, export_folder, export_records
 
-    try:
+    with _failing_clearly(DatasetError, FileExistsError):
         if from_folder is not None:
             result = export_folder(from_folder, out, fmt=fmt, overwrite=overwrite)
         else:
@@ -265,9 +256,6 @@ def dataset_export(
                 min_rating=min_rating, flags=flag, exclude_flags=exclude_flag, since=since,
                 until=until, key_id=key_id, client_host=client_host, status=status,
                 fmt=fmt, include_masks=masks, limit=limit, overwrite=overwrite)
-    except (DatasetError, FileExistsError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
     typer.echo(f"wrote {result.count} images to {result.out} ({result.skipped} skipped: "
                f"missing or unreadable files); metadata: {result.metadata_path}")
 
@@ -395,7 +383,6 @@ def train_finetune(
 
 def _train_command(method: str, opts: dict) -> None:
     from app.config import Settings
-    from app.errors import BildwerkError
     from training.register import check_name_free, refresh_server, register_output
     from training.trainer import TrainConfig, train
 
@@ -404,7 +391,7 @@ def _train_command(method: str, opts: dict) -> None:
     name = opts["name"]
     output = opts["output"] or (settings.data_dir / "training" / name / (
         f"{name}.safetensors" if method == "lora" else name))
-    try:
+    with _failing_clearly(ValueError, FileExistsError, RuntimeError):
         if opts["register"]:  # refuse now rather than after a long run
             check_name_free(models_dir, method, name, overwrite=opts["overwrite"])
         base, native = _training_base(opts["base"], settings, models_dir)
@@ -443,9 +430,6 @@ def _train_command(method: str, opts: dict) -> None:
                 listed = name in found["loras" if method == "lora" else "models"]
                 typer.echo(f"refreshed {opts['server']}: {name!r} "
                            f"{'is listed' if listed else 'is NOT listed (another models dir?)'}")
-    except (ValueError, FileExistsError, RuntimeError, BildwerkError) as exc:
-        typer.echo(f"error: {getattr(exc, 'message', None) or exc}", err=True)
-        raise typer.Exit(2) from exc
 
 
 def _training_base(base: str, settings, models_dir: Path) -> tuple[Path, int | None]:

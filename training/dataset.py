@@ -25,11 +25,8 @@ import csv
 import hashlib
 import io
 import json
-import os
 import re
 import shutil
-import tempfile
-import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,6 +37,7 @@ from typing import Literal
 from PIL import Image
 
 from app.errors import BildwerkError
+from app.files import replacing_folder
 from app.imaging.masks import binary_mask
 from app.persistence.database import Database
 from app.persistence.orm import RecordRow
@@ -380,21 +378,9 @@ def _check_target(out: Path, overwrite: bool, sources: list[Path]) -> None:
 def _building(out: Path, overwrite: bool) -> Iterator[Path]:
     """A temporary folder next to ``out``, renamed to ``out`` when the block succeeds and
     removed when it fails."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with replacing_folder(out, prefix=f".{out.name}.tmp-") as tmp:
         yield tmp
         _check_target(out, overwrite, sources=[])  # again: something may have appeared
-        if out.is_dir() and any(out.iterdir()):
-            old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
-            os.rename(out, old)
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)  # onto a missing or an empty folder
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -54,6 +54,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from app.files import replacing_folder
 from training._data import (
     BatchPlan,
     Example,
@@ -792,8 +793,7 @@ class _Run:
         trained = {"unet": self.unet}
         if self.train_te:
             trained["text_encoder"] = self.text_encoder
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        try:
+        with replacing_folder(out, prefix=f".{out.name}.") as tmp:
             shutil.copy2(cfg.base / "model_index.json", tmp / "model_index.json")
             for name, spec in index.items():
                 if name.startswith("_") or not isinstance(spec, list) or spec[0] is None:
@@ -803,15 +803,6 @@ class _Run:
             for name, model in trained.items():
                 module = self.accelerator.unwrap_model(model, keep_fp32_wrapper=False)
                 module.save_pretrained(tmp / name)
-            old = None
-            if out.exists():
-                old = out.with_name(f".{out.name}.old-{os.getpid()}")
-                out.rename(old)
-            tmp.rename(out)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     # -- the loop -------------------------------------------------------------------------------
     def execute(self, started: float) -> TrainResult:

@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import tempfile
 from pathlib import Path
+
+from app.files import replacing_folder
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +65,7 @@ def build_tiny_sd15(dest: Path, *, seed: int = EMBEDDED_SEED, inpaint: bool = Fa
 
     from app.pipelines.single_file.clip_tokenizer import write_clip_tokenizer
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=dest.parent))
-    try:
+    with replacing_folder(dest) as tmp:
         # A byte-level CLIP tokenizer: every byte is a token, no merges.
         write_clip_tokenizer(tmp / "_tok", merges=[])
         tokenizer = CLIPTokenizer.from_pretrained(tmp / "_tok")
@@ -101,12 +100,6 @@ def build_tiny_sd15(dest: Path, *, seed: int = EMBEDDED_SEED, inpaint: bool = Fa
         pipe.save_pretrained(tmp, safe_serialization=True)
         (tmp / _MARKER).write_text(json.dumps({"seed": seed, "inpaint": inpaint,
                                                "description": TINY_DESCRIPTION}))
-        if dest.exists():
-            shutil.rmtree(dest)
-        tmp.rename(dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dest
 
 
@@ -118,9 +111,7 @@ def micro_available(source: Path = MICRO_SOURCE) -> bool:
 
 def install_micro(dest: Path, source: Path = MICRO_SOURCE) -> Path:
     """Copy the shipped micro model into ``dest`` (atomically: build beside, rename)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=dest.parent))
-    try:
+    with replacing_folder(dest) as tmp:
         for part in _MICRO_PARTS:
             src = source / part
             if src.is_dir():
@@ -129,12 +120,6 @@ def install_micro(dest: Path, source: Path = MICRO_SOURCE) -> Path:
                 shutil.copy2(src, tmp / part)
         (tmp / _MARKER).write_text(json.dumps({"model": MICRO_ID, "source": str(source),
                                                "description": MICRO_DESCRIPTION}))
-        if dest.exists():
-            shutil.rmtree(dest)
-        tmp.rename(dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dest
 
 

@@ -37,7 +37,7 @@ from app.prompting.llm import (
     user_message,
 )
 from app.prompting.styles import StylePreset
-from app.providers.gemini import _TIMEOUTS, _TRANSPORT, API_VERSION
+from app.providers.gemini import _TIMEOUTS, _TRANSPORT, developer_client, gemini_usage
 
 REFUSAL_FINISH = frozenset({"SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "RECITATION",
                             "IMAGE_SAFETY", "LANGUAGE"})
@@ -104,17 +104,13 @@ class GeminiExpander(ChatExpander):
     def _client(self):
         with self._lock:
             if self._client_obj is None:
-                from google import genai
                 from google.genai import types
 
-                retry = types.HttpRetryOptions(
+                retry = types.HttpRetryOptions(  # the SDK retries 429/5xx/timeouts here
                     attempts=self.retries + 1, initial_delay=self.backoff_s,
                     max_delay=MAX_BACKOFF_S, jitter=self.backoff_s / 2)
-                options = types.HttpOptions(
-                    base_url=self._base_url, api_version=API_VERSION,
-                    timeout=max(1, int(self.timeout * 1000)), retry_options=retry)
-                self._client_obj = genai.Client(api_key=self._api_key, vertexai=False,
-                                                http_options=options)
+                self._client_obj = developer_client(self._api_key, self._base_url,
+                                                    self.timeout, retry)
             return self._client_obj
 
     def _call(self, contents: list, config) -> Reply:
@@ -124,7 +120,7 @@ class GeminiExpander(ChatExpander):
         except Exception as exc:  # noqa: BLE001 - everything maps to ExpanderError
             raise self._mapped(exc) from None
         model = getattr(response, "model_version", None)
-        usage = _usage(getattr(response, "usage_metadata", None))
+        usage = gemini_usage(getattr(response, "usage_metadata", None))
         feedback = getattr(response, "prompt_feedback", None)
         block = getattr(feedback, "block_reason", None) if feedback else None
         if block:
@@ -161,20 +157,6 @@ def _turn(role: str, text: str):
     from google.genai import types
 
     return types.Content(role=role, parts=[types.Part(text=text)])
-
-
-def _usage(meta) -> dict | None:
-    if meta is None:
-        return None
-    out = {}
-    for ours, theirs in (("input_tokens", "prompt_token_count"),
-                         ("output_tokens", "candidates_token_count"),
-                         ("thoughts_tokens", "thoughts_token_count"),
-                         ("total_tokens", "total_token_count")):
-        value = getattr(meta, theirs, None)
-        if isinstance(value, int):
-            out[ours] = value
-    return out or None
 
 
 def _enum(value) -> str:

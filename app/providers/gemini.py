@@ -184,15 +184,11 @@ class GeminiProvider(Provider):
     def _client(self):
         with self._lock:
             if self._client_obj is None:
-                from google import genai
                 from google.genai import types
 
-                options = types.HttpOptions(
-                    base_url=self._base_url, api_version=API_VERSION,
-                    timeout=max(1, int(self.timeout_s * 1000)),
-                    retry_options=types.HttpRetryOptions(attempts=1))  # we retry ourselves
-                self._client_obj = genai.Client(api_key=self._api_key, vertexai=False,
-                                                http_options=options)
+                self._client_obj = developer_client(  # we retry ourselves
+                    self._api_key, self._base_url, self.timeout_s,
+                    types.HttpRetryOptions(attempts=1))
             return self._client_obj
 
     # Imagen ------------------------------------------------------------------------------
@@ -330,17 +326,38 @@ class GeminiProvider(Provider):
         return text.replace(self._api_key, "***") if self._api_key else text
 
 
-def _add_usage(total: dict[str, int], response) -> None:
-    meta = getattr(response, "usage_metadata", None)
+def developer_client(api_key: str | None, base_url: str | None, timeout_s: float,
+                     retry_options):
+    """A google-genai client for the Gemini Developer API (not Vertex), pinned to
+    :data:`API_VERSION`, with the timeout and ``HttpRetryOptions`` given."""
+    from google import genai
+    from google.genai import types
+
+    options = types.HttpOptions(base_url=base_url, api_version=API_VERSION,
+                                timeout=max(1, int(timeout_s * 1000)),
+                                retry_options=retry_options)
+    return genai.Client(api_key=api_key, vertexai=False, http_options=options)
+
+
+def gemini_usage(meta) -> dict[str, int] | None:
+    """A response's ``usage_metadata`` as token counts under our names (None: none given).
+    The prompt expander reports usage the same way."""
     if meta is None:
-        return
+        return None
+    out = {}
     for ours, theirs in (("input_tokens", "prompt_token_count"),
                          ("output_tokens", "candidates_token_count"),
                          ("thoughts_tokens", "thoughts_token_count"),
                          ("total_tokens", "total_token_count")):
         value = getattr(meta, theirs, None)
         if isinstance(value, int):
-            total[ours] = total.get(ours, 0) + value
+            out[ours] = value
+    return out or None
+
+
+def _add_usage(total: dict[str, int], response) -> None:
+    for name, value in (gemini_usage(getattr(response, "usage_metadata", None)) or {}).items():
+        total[name] = total.get(name, 0) + value
 
 
 def _no_image_reason(response, candidates: list, texts: list[str]) -> str:

@@ -97,6 +97,7 @@ class ApiKeyRepository:
         self.db = db
         self._touched: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._had_keys = False  # once true it stays true: keys are never deleted
         self.clock = time.monotonic
 
     def create(self, name: str, scopes: list[str] | tuple[str, ...]) -> tuple[ApiKey, str]:
@@ -160,9 +161,13 @@ class ApiKeyRepository:
     def has_keys(self) -> bool:
         """Whether any key was ever created, revoked ones included. In ``auto`` mode this,
         not "an active key", closes keyless loopback access: revoking the last key must not
-        silently reopen the server (keys are never deleted)."""
-        with self.db.session() as s:
-            return s.scalars(select(ApiKeyRow.id).limit(1)).first() is not None
+        silently reopen the server (keys are never deleted). Asked on every keyless
+        request, so the answer is remembered once it is yes (a key made by the CLI in another
+        process is still seen at once)."""
+        if not self._had_keys:
+            with self.db.session() as s:
+                self._had_keys = s.scalars(select(ApiKeyRow.id).limit(1)).first() is not None
+        return self._had_keys
 
     def touch(self, key_id: str) -> None:
         """Note that the key was used: written at most once a minute per key."""
