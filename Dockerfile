@@ -14,16 +14,21 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && python3 -m venv $VIRTUAL_ENV
 
-# torch first, from the CUDA index matching the base image, so the project's
-# dependency resolution never swaps it for another build.
-ARG TORCH_INDEX=https://download.pytorch.org/whl/cu128
-RUN pip install --upgrade pip && pip install torch --index-url $TORCH_INDEX
-
 WORKDIR /app
+# Every dependency from the lock (pinned, hash-checked, no resolution), then the CUDA
+# build of torch from the index matching the base image: its pure-Python dependencies are
+# already there at the locked versions, so it adds only the CUDA libraries.
+COPY requirements ./requirements
+RUN pip install --upgrade pip \
+ && pip install --no-deps --require-hashes -r requirements/runtime.txt
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cu128
+RUN pip install "torch==${TORCH_VERSION}" --index-url $TORCH_INDEX
+
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY training ./training
-RUN pip install .
+RUN pip install --no-deps . && pip check
 
 RUN useradd --create-home --uid 10001 bildwerk \
  && mkdir -p /data /models && chown bildwerk:bildwerk /data /models

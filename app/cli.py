@@ -52,21 +52,34 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to bind."),
     uvicorn.run("app.main:app", host=host, port=port, log_level=log_level)
 
 
+@cli.command()
+def doctor(lock: Path = typer.Option(None, help="The requirements/ folder with the lock. "
+                                     "Default: the one beside the code, else ./requirements.")
+           ) -> None:
+    """Print what a bug report needs: versions, device, storage, providers, and whether
+    the installed packages match the lock (exit status 1 when they do not)."""
+    from app.config import Settings
+    from app.doctor import render, report
+
+    sections, matches_lock = report(Settings(), lock)
+    typer.echo(render(sections))
+    if not matches_lock:
+        raise typer.Exit(1)
+
+
 models_cli = typer.Typer(help="Inspect and merge models.", no_args_is_help=True)
 cli.add_typer(models_cli, name="models")
 
 
 def _registry():
+    """The registry and LoRA catalogue as the server builds them (hub repos included)."""
     from app.config import Settings
     from app.pipelines.adapters import LoraCatalog
     from app.pipelines.device import resolve_runtime
-    from app.pipelines.registry import ModelRegistry
+    from app.pipelines.registry import build_registry
 
     settings = Settings()
-    registry = ModelRegistry(settings.models_dir,
-                             settings.embedded_dir / settings.embedded_model_id,
-                             settings.embedded_model_id, resolve_runtime("cpu"),
-                             settings.default_model)
+    registry = build_registry(settings, resolve_runtime("cpu"))
     registry.refresh()
     loras = LoraCatalog(settings.models_dir)
     loras.refresh()

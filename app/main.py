@@ -23,8 +23,7 @@ from app.persistence.database import Database
 from app.persistence.records import RecordRepository
 from app.pipelines.adapters import LoraCatalog
 from app.pipelines.device import resolve_runtime
-from app.pipelines.hashes import HashCache
-from app.pipelines.registry import ModelRegistry
+from app.pipelines.registry import build_registry
 from app.providers.local import LocalProvider
 from app.providers.registry import ProviderSet, build_providers
 from app.ratelimit import WorkGuard
@@ -94,13 +93,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     prompt_service = build_prompt_service(settings, record_repo)  # a bad style file fails here
     blob_store = BlobStore(settings.blobs_dir, db)
     runtime = resolve_runtime(settings.device)
-    registry = ModelRegistry(
-        settings.models_dir, settings.embedded_dir / settings.embedded_model_id,
-        settings.embedded_model_id, runtime, settings.default_model,
-        budget_bytes=settings.memory_budget_mb * 2**20 if settings.memory_budget_mb else None,
-        hash_cache=HashCache(settings.data_dir / "model_hashes.json"),
-        hub_repos=tuple(r.strip() for r in settings.hf_models.split(",") if r.strip()),
-        hub_cache_dir=settings.hf_cache_dir)
+    registry = build_registry(settings, runtime)
     loras = LoraCatalog(settings.models_dir, max_resident=settings.max_resident_loras)
     registry.on_unload.append(lambda model_id, loaded: loras.forget_model(model_id,
                                                                           loaded.main))

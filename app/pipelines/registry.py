@@ -444,3 +444,15 @@ class ModelRegistry:
             self.unload(model_id)
         self.vae_cache.clear()
         free_memory(self.runtime)
+
+
+def build_registry(settings, runtime: Runtime) -> ModelRegistry:
+    """The registry as ``settings`` describe it (models dir, embedded model, hub repos,
+    memory budget, hash cache): one construction for the server and every CLI command."""
+    return ModelRegistry(
+        settings.models_dir, settings.embedded_dir / settings.embedded_model_id,
+        settings.embedded_model_id, runtime, settings.default_model,
+        budget_bytes=settings.memory_budget_mb * 2**20 if settings.memory_budget_mb else None,
+        hash_cache=HashCache(settings.data_dir / "model_hashes.json"),
+        hub_repos=tuple(r.strip() for r in settings.hf_models.split(",") if r.strip()),
+        hub_cache_dir=settings.hf_cache_dir)
