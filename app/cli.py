@@ -28,12 +28,15 @@ def _failing_clearly(*expected: type[Exception]) -> Iterator[None]:
 
 @contextmanager
 def _database():
-    """The configured settings and database (migrated), disposed afterwards."""
+    """The configured settings and database (migrated), disposed afterwards. A damaged or
+    lost database is refused as at server start (``bildwerk db init --force``)."""
     from app.config import Settings
     from app.persistence.database import Database
+    from app.persistence.integrity import check_database
 
     settings = Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    check_database(settings)
     db = Database(settings.resolved_database_url)
     try:
         db.migrate()
@@ -65,6 +68,26 @@ def doctor(lock: Path = typer.Option(None, help="The requirements/ folder with t
     typer.echo(render(sections))
     if not matches_lock:
         raise typer.Exit(1)
+
+
+db_cli = typer.Typer(help="Set up the database.", no_args_is_help=True)
+cli.add_typer(db_cli, name="db")
+
+
+@db_cli.command("init")
+def db_init(force: bool = typer.Option(
+        False, "--force", help="Create a new, empty database even though the blob store "
+        "holds files of an earlier install (its records and API keys are not recovered).")
+        ) -> None:
+    """Create the database (or migrate an existing one) at BILDWERK_DATABASE_URL, default
+    <data_dir>/bildwerk.db. Refuses a missing or empty database beside the blobs of an
+    earlier install unless --force; never touches a damaged SQLite file."""
+    from app.config import Settings
+    from app.persistence.integrity import init_database
+
+    with _failing_clearly():
+        done = init_database(Settings(), force=force)
+    typer.echo(done)
 
 
 models_cli = typer.Typer(help="Inspect and merge models.", no_args_is_help=True)

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="SQLAlchemy URL. Default: SQLite (WAL) at <data_dir>/bildwerk.db."
     )
+    min_free_disk_mb: int = Field(
+        512, ge=0, description="GET /ready answers 503 (check 'disk' false) while the file "
+        "system of the data dir has less free space than this, in MB. 0: no disk check.")
 
     # --- execution ---------------------------------------------------------------------
     device: DeviceName = Field("auto", description="auto picks CUDA (fp16) if present, else CPU.")
@@ -45,6 +48,12 @@ class Settings(BaseSettings):
         600.0, gt=0, description="How long a synchronous request waits for its job."
     )
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads on CPU.")
+    job_timeout_s: float = Field(
+        3600.0, gt=0, description="Longest a job may run (from its start, queue time not "
+        "counted). A job still running then is stopped at its next denoising step (or its "
+        "next frame, or after its model load) and ends failed with job_time_limit (504); "
+        "frames a sequence finished before stay recorded. A remote provider call is bounded "
+        "by BILDWERK_PROVIDER_TIMEOUT_S instead.")
 
     # --- access -------------------------------------------------------------------------
     auth_mode: AuthMode = Field(
@@ -62,7 +71,35 @@ class Settings(BaseSettings):
     max_batch_pixels: int = Field(
         2048 * 2048, ge=64 * 64,
         description="Largest num_images x width x height of one request (work per step).")
-    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    max_sequence_work: int = Field(
+        120 * 1024 * 1024 * 50, ge=64 * 64,
+        description="Largest frames x width x height x steps of one /img2seq request (the "
+        "work of the whole sequence; over it: 413). Default: 120 frames of 1024x1024 at 50 "
+        "steps, so 120 frames of 512x512 pass even at 150 steps, and 120 of 2048x2048 do not "
+        "at any step count.")
+    max_canvas_pixels: int = Field(
+        8192 * 8192, ge=64 * 64,
+        description="Largest canvas (width x height) of an /img2seq strip or sheet package "
+        "(a strip is frames x width wide, a sheet about sqrt(frames) frames each way); over "
+        "it: 413 before the job is queued. Default: 8192x8192, which fits 120 frames of "
+        "512x512.")
+    max_body_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024, description="Largest request body of the image routes "
+        "(/inpaint, /img2seq, /inpainting/); 413 beyond it.")
+    max_json_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest request body of every other route "
+        "(/txt2img, /prompt-expand, feedback, model routes); 413 beyond it.")
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="The whole request body must arrive within this time; a "
+        "slower (trickling) client gets 408 and its connection is freed.")
+    max_json_depth: int = Field(16, ge=2, description="Deepest nesting of lists/objects in a "
+                                "JSON body or form field (422 beyond it).")
+    max_json_items: int = Field(
+        1024, ge=16, description="Most entries of one JSON list or object in a body (422 "
+        "beyond it), checked on the raw bytes before parsing.")
+    max_json_values: int = Field(
+        20_000, ge=100, description="Most JSON values in one body, all levels together "
+        "(422 beyond it).")
     max_prompt_chars: int = Field(
         2000, ge=1, description="Longest prompt, negative prompt, prompt_schedule entry or "
         "/prompt-expand idea, in characters (a /prompt-expand script may be 10x longer). "
@@ -74,6 +111,10 @@ class Settings(BaseSettings):
         "", description='Requests per caller (API key, else client host) to the generation '
         'routes and /prompt-expand, e.g. "60/minute" or "5/second;200/hour"; over it: 429 '
         "rate_limited with Retry-After. Empty: off.")
+    prompt_rate_limit: str = Field(
+        "30/minute", description="Requests per caller to POST /prompt-expand, on top of "
+        "BILDWERK_RATE_LIMIT: an expansion may call a paid LLM and is recorded, so it is "
+        "limited by default. Empty: off.")
     rate_limit_storage: str = Field(
         "memory://", description="Where the rate limiter counts: memory:// (this process) "
         "or redis://host:6379/0 (shared by every instance).")
@@ -188,7 +229,7 @@ class Settings(BaseSettings):
             origins.append(origin)
         return origins
 
-    @field_validator("rate_limit")
+    @field_validator("rate_limit", "prompt_rate_limit")
     @classmethod
     def _parse_rate_limit(cls, value: str) -> str:
         if value.strip():

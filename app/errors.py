@@ -10,6 +10,7 @@ Exception tree::
     │   ├── InvalidImage          422 invalid_image        undecodable/unsupported image data
     │   └── MaskMismatch          422 mask_size_mismatch   mask and image differ in size
     ├── PayloadTooLarge           413 payload_too_large    body or image beyond the limits
+    ├── RequestTimeout            408 request_timeout      the body took too long to arrive
     ├── UnsupportedMediaType      415 unsupported_media_type
     ├── Unauthorized              401 unauthorized         no, an invalid or a revoked API key
     ├── Forbidden                 403 forbidden            the key lacks the route's scope
@@ -27,7 +28,12 @@ Exception tree::
     ├── ModelLoadFailed           500 model_load_failed    a checkpoint could not be loaded
     ├── JobCancelled              499-ish, internal: a job stopped at the caller's request
     │   └── JobInterrupted        503 interrupted          stopped because the server shut down
-    └── GenerationFailed          500 generation_failed    the pipeline raised
+    ├── JobTimeLimit              504 job_time_limit       the job ran past BILDWERK_JOB_TIMEOUT_S
+    ├── GenerationFailed          500 generation_failed    the pipeline raised
+    └── DatabaseUnusable          never an HTTP answer: startup (or `bildwerk db`) refuses
+        ├── DatabaseDamaged       the SQLite file fails PRAGMA quick_check
+        └── DatabaseMissing       no database (missing, empty, no schema) beside the blobs
+                                  of an earlier install; `bildwerk db init --force` overrides
 """
 
 from __future__ import annotations
@@ -71,6 +77,13 @@ class MaskMismatch(InvalidInput):
 class PayloadTooLarge(BildwerkError):
     status_code = 413
     code = "payload_too_large"
+
+
+class RequestTimeout(BildwerkError):
+    """The request body did not arrive within ``BILDWERK_BODY_TIMEOUT_S``."""
+
+    status_code = 408
+    code = "request_timeout"
 
 
 class UnsupportedMediaType(BildwerkError):
@@ -212,14 +225,56 @@ class ClientGone(BildwerkError):
 
 
 class JobTimeout(BildwerkError):
+    """A synchronous request stopped waiting; its job goes on."""
+
     status_code = 504
     code = "job_timeout"
+
+
+class JobTimeLimit(BildwerkError):
+    """A job ran longer than ``BILDWERK_JOB_TIMEOUT_S`` and was stopped (it ends ``failed``)."""
+
+    status_code = 504
+    code = "job_time_limit"
+
+
+class DatabaseUnusable(BildwerkError):
+    """The configured database must not be used: raised at startup (uvicorn then exits
+    non-zero with the message logged) and by ``bildwerk db`` commands, never answered."""
+
+    code = "database_unusable"
+
+
+class DatabaseDamaged(DatabaseUnusable):
+    """The SQLite file fails ``PRAGMA quick_check`` (or is no database at all)."""
+
+    code = "database_damaged"
+
+
+class DatabaseMissing(DatabaseUnusable):
+    """The database is missing, empty or has no schema while the blob store holds files of
+    an earlier install: starting would silently begin a new install (no keys, no records)."""
+
+    code = "database_missing"
 
 
 def error_response(status: int, code: str, message: str, param: str | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
     body = {"error": {"code": code, "message": message, "param": param}}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def domain_response(exc: BildwerkError) -> JSONResponse:
+    """The answer to a domain error: its envelope and status, ``Retry-After`` on 429/503,
+    ``WWW-Authenticate`` on 401. Used by the exception handler and by the request gate."""
+    headers = None
+    if getattr(exc, "retry_after_s", None) is not None:  # 429s and 503s
+        headers = {"Retry-After": str(exc.retry_after_s)}
+    elif isinstance(exc, Unauthorized):
+        headers = {"WWW-Authenticate": "Bearer"}
+    if exc.status_code >= 500:
+        log.error("%s: %s", exc.code, exc.message)
+    return error_response(exc.status_code, exc.code, exc.message, exc.param, headers)
 
 
 def _validation_param(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -238,14 +293,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(BildwerkError)
     async def _domain(_: Request, exc: BildwerkError) -> JSONResponse:
-        headers = None
-        if getattr(exc, "retry_after_s", None) is not None:  # 429s and 503s
-            headers = {"Retry-After": str(exc.retry_after_s)}
-        elif isinstance(exc, Unauthorized):
-            headers = {"WWW-Authenticate": "Bearer"}
-        if exc.status_code >= 500:
-            log.error("%s: %s", exc.code, exc.message)
-        return error_response(exc.status_code, exc.code, exc.message, exc.param, headers)
+        return domain_response(exc)
+
+    @app.exception_handler(RecursionError)
+    async def _too_deep(_: Request, exc: RecursionError) -> JSONResponse:
+        # e.g. a form field of 1,100 "[" that a JSON or form parser recursed into
+        return error_response(422, "invalid_input", "the input is nested too deeply")
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

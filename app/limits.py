@@ -1,7 +1,7 @@
 """Request limits checked before any work starts.
 
-- :class:`BodySizeLimit`: a pure-ASGI guard that refuses request bodies over the
-  configured size with 413, whether the client sends Content-Length or streams chunks.
+- :class:`ControlCharGuard`: a URL with a control character is a 422 before any route.
+  (Body size, time and shape are the request gate's: :mod:`app.request_gate`.)
 - :func:`check_prompt_lengths`: prompt, negative prompt, prompt_schedule entries, the
   /prompt-expand idea and script against ``BILDWERK_MAX_PROMPT_CHARS`` (422 naming the
   field). Called by ``JobSubmitter.check_request`` and ``PromptService.expand``.
@@ -20,9 +20,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from fastapi import FastAPI
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.config import Settings
 from app.errors import InvalidInput
@@ -69,14 +68,6 @@ def install_cors(app: FastAPI, settings: Settings) -> None:
         expose_headers=CORS_EXPOSE_HEADERS, max_age=600)
 
 
-class _TooLarge(StarletteHTTPException):
-    """Raised from inside the body stream. An HTTPException, so that FastAPI's own body
-    parsing passes it on (it turns other exceptions into a 400) and it is answered 413."""
-
-    def __init__(self, max_bytes: int) -> None:
-        super().__init__(413, f"request body exceeds {max_bytes} bytes")
-
-
 class ControlCharGuard:
     """Refuse a path or query string that holds a NUL or another control character (422),
     before any route or database sees it: PostgreSQL cannot store NUL in text, and no id,
@@ -99,50 +90,3 @@ class ControlCharGuard:
                 await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)
-
-
-class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._reject(send)
-                return
-        seen = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge(self.max_bytes)
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._reject(send)
-
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps({"error": {
-            "code": "payload_too_large",
-            "message": f"request body exceeds {self.max_bytes} bytes", "param": None}}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})

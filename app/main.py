@@ -15,11 +15,13 @@ from app.config import Settings
 from app.docs import install_docs
 from app.errors import install_error_handlers
 from app.jobs.job import Job
+from app.jobs.owners import OwnerLimit
 from app.jobs.queue import JobQueue
 from app.lifecycle import Lifecycle, recover_after_restart
-from app.limits import BodySizeLimit, ControlCharGuard, install_cors
+from app.limits import ControlCharGuard, install_cors
 from app.persistence.blobs import BlobStore
 from app.persistence.database import Database
+from app.persistence.integrity import check_database
 from app.persistence.records import RecordRepository
 from app.pipelines.adapters import LoraCatalog
 from app.pipelines.device import resolve_runtime
@@ -27,6 +29,7 @@ from app.pipelines.registry import build_registry
 from app.providers.local import LocalProvider
 from app.providers.registry import ProviderSet, build_providers
 from app.ratelimit import WorkGuard
+from app.request_gate import RequestGate
 from app.routers import (
     blobs,
     generation,
@@ -81,6 +84,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
         torch.set_num_threads(settings.torch_threads)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(check_database, settings)  # damaged, or lost beside old blobs
     db = Database(settings.resolved_database_url)
     await asyncio.to_thread(db.migrate)
     app.state.keys = ApiKeyRepository(db)
@@ -90,15 +94,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     stale = await asyncio.to_thread(record_repo.mark_unfinished_interrupted)
     if stale:
         log.warning("marked %d unfinished job(s) from a previous run as interrupted", stale)
-    prompt_service = build_prompt_service(settings, record_repo)  # a bad style file fails here
-    blob_store = BlobStore(settings.blobs_dir, db)
     runtime = resolve_runtime(settings.device)
-    registry = build_registry(settings, runtime)
-    loras = LoraCatalog(settings.models_dir, max_resident=settings.max_resident_loras)
-    registry.on_unload.append(lambda model_id, loaded: loras.forget_model(model_id,
-                                                                          loaded.main))
-    await asyncio.to_thread(registry.refresh)
-    await asyncio.to_thread(loras.refresh)
 
     def record_cancelled(job: Job) -> None:
         record_repo.finish(job.record_id, status="cancelled", error_code="cancelled",
@@ -108,6 +104,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                      on_cancelled_before_start=record_cancelled)
     remote_queue = JobQueue(settings.queue_max, settings.retry_after_s, device="remote",
                             on_cancelled_before_start=record_cancelled)
+    owners = OwnerLimit(settings.max_queued_per_key, settings.retry_after_s,
+                        [queue, remote_queue])
+    # a bad style file fails here
+    prompt_service = build_prompt_service(settings, record_repo, owners)
+    blob_store = BlobStore(settings.blobs_dir, db)
+    registry = build_registry(settings, runtime)
+    loras = LoraCatalog(settings.models_dir, max_resident=settings.max_resident_loras)
+    registry.on_unload.append(lambda model_id, loaded: loras.forget_model(model_id,
+                                                                          loaded.main))
+    await asyncio.to_thread(registry.refresh)
+    await asyncio.to_thread(loras.refresh)
+
     queue.start()
     remote_queue.start()
     local = LocalProvider(registry, max_batch=settings.max_images)
@@ -116,7 +124,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state.db, state.records, state.blobs, state.registry, state.queue = (
         db, record_repo, blob_store, registry, queue)
     submitter = JobSubmitter(settings, registry, queue, record_repo, blob_store, loras,
-                             remote_queue=remote_queue)
+                             remote_queue=remote_queue, owners=owners)
     state.loras, state.providers, state.prompts = loras, providers, prompt_service
     state.generation = GenerationService(submitter, providers, state.prompts)
     state.sequences = SequenceService(submitter, state.prompts)
@@ -146,6 +154,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # public.
     any_key, scoped = [Depends(authenticate)], {**COMMON_ERRORS, **AUTH_ERRORS}
     guard = [Depends(WorkGuard(settings))]  # after auth: 503 while draining, rate limit 429
+    prompt_guard = [Depends(WorkGuard(settings, settings.prompt_rate_limit,
+                                      "bildwerk-prompt-expand"))]
     for module, dependencies in (
             (generation, [Depends(require("generate"))]),
             (sequences, [Depends(require("generate"))]),
@@ -160,8 +170,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses = (COMMON_ERRORS if not dependencies else
                      {**COMMON_ERRORS, **UNAUTHORIZED} if dependencies is any_key else scoped)
         app.include_router(module.router, responses=responses, dependencies=dependencies + (
-            guard if module in (generation, sequences, kiosk, prompts) else []))
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+            guard if module in (generation, sequences, kiosk, prompts) else []) + (
+            prompt_guard if module is prompts else []))
+    app.add_middleware(RequestGate, settings=settings)  # auth, size, time, JSON shape
     app.add_middleware(ControlCharGuard)
     install_cors(app, settings)  # outermost, so every answer carries the CORS headers
     return app

@@ -69,11 +69,15 @@ class RateLimiter:
 class WorkGuard:
     """A FastAPI dependency (``Depends(WorkGuard(settings))``) for the work routers."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, spec: str | None = None,
+                 namespace: str | None = None) -> None:
+        """``spec`` defaults to ``BILDWERK_RATE_LIMIT``; a guard with its own ``spec``
+        (``BILDWERK_PROMPT_RATE_LIMIT`` for /prompt-expand) counts in its own
+        ``namespace``."""
         self.retry_after_s = settings.retry_after_s
-        self.limiter = (RateLimiter(settings.rate_limit, settings.rate_limit_storage)
-                        if settings.rate_limit else None)
-        self.spec = settings.rate_limit
+        self.spec = settings.rate_limit if spec is None else spec
+        self.limiter = (RateLimiter(self.spec, settings.rate_limit_storage, namespace)
+                        if self.spec else None)
 
     def __call__(self, request: Request) -> None:
         if request.method not in GUARDED_METHODS:

@@ -77,3 +77,15 @@ def test_jsonl_output_and_a_foreign_csv_is_not_touched(env):
     result = CliRunner().invoke(cli, ["prompts", "1", "--out", str(foreign)])
     assert result.exit_code == 2 and "header" in result.output
     assert foreign.read_text() == "a,b\n1,2\n"
+
+
+@pytest.mark.parametrize("idea", ['=HYPERLINK("http://x","y")', "+1+1", "-2", "@SUM(A1)"])
+def test_a_formula_idea_is_neutralised_in_the_csv_and_exact_in_jsonl(env, idea):
+    out, exact = env / "wish.csv", env / "wish.jsonl"
+    run("2", "--out", str(out), "--idea", idea, "--seed", "1")
+    run("2", "--out", str(exact), "--idea", idea, "--seed", "1")
+    cells = [row[3] for row in rows(out)[1:]]
+    prompts = [json.loads(line)["prompt"] for line in exact.read_text().splitlines()]
+    assert len(cells) == 2 and all(p.startswith(idea) for p in prompts)
+    assert cells == ["'" + p for p in prompts]
+    assert all(row[0].startswith("'") and row[1].startswith("'") for row in rows(out)[1:])

@@ -3,7 +3,7 @@
 Layout (Hugging Face ``imagefolder``): image files plus ``metadata.jsonl`` (or
 ``metadata.csv``) with the columns ``file_name`` and ``text`` and, for inpainting,
 optionally ``mask_file_name`` (white = the region to repaint). Paths are relative to the
-folder.
+folder. A CSV cell's formula-escaping ``'`` (see :mod:`app.csv_cells`) is removed.
 
 Every random choice is a pure function of ``(seed, epoch, index)`` (the epoch's order, a
 sample's crop, flip and random mask), so a run resumed from a checkpoint sees exactly the
@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
+from app.csv_cells import restore_cell
 
 CAPTION_COLUMNS = ("text", "caption", "prompt")
 
@@ -55,7 +57,8 @@ def read_examples(folder: Path) -> list[Example]:
         source = jsonl
     elif csv_path.is_file():
         with csv_path.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
+            rows = [{key: restore_cell(value) for key, value in row.items()}
+                    for row in csv.DictReader(fh)]
         source = csv_path
     else:
         raise ValueError(f"dataset {folder} has neither metadata.jsonl nor metadata.csv "

@@ -10,7 +10,11 @@ a plain folder of captioned images (the layout of the museum's Satbilder dataset
 Columns: ``file_name``, ``text`` (the prompt used), ``record_id``, ``seed``, ``endpoint``,
 ``model``, ``rating``, ``flags``; with inpaint records also ``mask_file_name`` and
 ``input_file_name`` (paths relative to ``out``; null on the rows of other records). In a
-CSV file ``flags`` is joined with ``;`` and a missing value is empty.
+CSV file ``flags`` is joined with ``;``, a missing value is empty, and a text cell that a
+spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``, tab or CR first, e.g. a
+visitor's prompt) gets a leading ``'`` (:func:`app.csv_cells.safe_cell`; numbers stay
+numbers). :func:`read_metadata` and the trainer remove that quote again; JSON Lines keep
+the exact text.
 
 Images are read from the blob store's files (``<blobs_dir>/<sha[:2]>/<sha>``); the server
 need not run. A record whose blobs are missing (or do not match their hash) is skipped
@@ -36,6 +40,7 @@ from typing import Literal
 
 from PIL import Image
 
+from app.csv_cells import restore_cell, safe_cell
 from app.errors import BildwerkError
 from app.files import replacing_folder
 from app.imaging.masks import binary_mask
@@ -160,11 +165,13 @@ def export_folder(src: Path, out: Path, *, fmt: Format = "jsonl", caption_ext: s
 
 
 def read_metadata(path: Path) -> list[dict]:
-    """The rows of a ``metadata.jsonl`` or ``metadata.csv`` (CSV values stay strings)."""
+    """The rows of a ``metadata.jsonl`` or ``metadata.csv`` (CSV values stay strings, with
+    the formula-escaping ``'`` removed)."""
     path = Path(path)
     text = path.read_text(encoding="utf-8-sig")
     if path.suffix.lower() == ".csv":
-        return list(csv.DictReader(io.StringIO(text)))
+        return [{key: restore_cell(value) for key, value in row.items()}
+                for row in csv.DictReader(io.StringIO(text))]
     rows = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -352,14 +359,15 @@ def _columns(rows: Iterable[dict]) -> list[str]:
     return list(columns)
 
 
-def _csv_value(value) -> str:
+def _csv_value(value):
+    """A cell: text made spreadsheet-safe; numbers as they are (``-2`` stays a number)."""
     if value is None:
         return ""
     if isinstance(value, list | tuple):
-        return ";".join(str(v) for v in value)
+        return safe_cell(";".join(str(v) for v in value))
     if isinstance(value, dict):
         return json.dumps(value, ensure_ascii=False)
-    return str(value)
+    return safe_cell(value)
 
 
 def _check_target(out: Path, overwrite: bool, sources: list[Path]) -> None:

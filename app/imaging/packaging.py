@@ -50,12 +50,27 @@ def make_grid(frames: list[NamedFrame], columns: int) -> bytes:
     return buf.getvalue()
 
 
+GRID_COLUMNS: dict[str, Callable[[int], int]] = {
+    "sheet": lambda count: math.ceil(math.sqrt(count)),  # about square
+    "strip": lambda count: count,  # one row
+}
+
+
+def canvas_size(kind: str, count: int, width: int, height: int) -> tuple[int, int] | None:
+    """The (width, height) of the one image a ``sheet`` or ``strip`` of ``count`` frames of
+    ``width`` x ``height`` is drawn on; None for the other kinds."""
+    if kind not in GRID_COLUMNS:
+        return None
+    columns = GRID_COLUMNS[kind](count)
+    return width * columns, height * math.ceil(count / columns)
+
+
 def make_sheet(frames: list[NamedFrame], fps: int) -> bytes:
-    return make_grid(frames, math.ceil(math.sqrt(len(frames))))
+    return make_grid(frames, GRID_COLUMNS["sheet"](len(frames)))
 
 
 def make_strip(frames: list[NamedFrame], fps: int) -> bytes:
-    return make_grid(frames, len(frames))
+    return make_grid(frames, GRID_COLUMNS["strip"](len(frames)))
 
 
 def _animated(frames: list[NamedFrame], fps: int, fmt: str, **options) -> bytes:

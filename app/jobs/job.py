@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from app.jobs.deadline import Deadline
+
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
 
 
@@ -52,6 +54,7 @@ class Job:
     _last_progress_emit: float = 0.0
     frame_events: list[dict] = field(default_factory=list)  # replayed to late subscribers
     interrupted: bool = False  # stopped by a shutdown, not by its caller
+    deadline: Deadline | None = None  # set when it starts running (start_clock)
 
     # -- cancel -------------------------------------------------------------------------
     def request_cancel(self) -> None:
@@ -63,6 +66,15 @@ class Job:
         self.interrupted = True
         self._cancel.set()
 
+    def start_clock(self, limit_s: float) -> None:
+        """From now on the job may run ``limit_s`` seconds (``BILDWERK_JOB_TIMEOUT_S``)."""
+        self.deadline = Deadline.after(limit_s)
+
+    def check_deadline(self) -> None:
+        """Raise :class:`~app.errors.JobTimeLimit` once the job ran out of time."""
+        if self.deadline is not None:
+            self.deadline.check()
+
     @property
     def cancel_requested(self) -> bool:
         return self._cancel.is_set()
@@ -72,10 +84,11 @@ class Job:
         return self.status in TERMINAL
 
     def reporter(self):
-        """A step reporter wired to this job's progress and cancel flag."""
+        """A step reporter wired to this job's progress, cancel flag and time limit."""
         from app.pipelines.progress import StepReporter
 
-        return StepReporter(report=self.set_progress, cancelled=lambda: self.cancel_requested)
+        return StepReporter(report=self.set_progress, cancelled=lambda: self.cancel_requested,
+                            check_deadline=self.check_deadline)
 
     # -- events (callable from any thread) ----------------------------------------------
     def snapshot(self) -> dict[str, Any]:

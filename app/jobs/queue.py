@@ -12,6 +12,7 @@ import queue
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from app.errors import (
     BildwerkError,
@@ -26,6 +27,17 @@ from app.jobs.job import Job, JobError
 
 log = logging.getLogger("bildwerk.jobs")
 _STOP = object()
+
+
+@dataclass(eq=False)
+class Slot:
+    """A place in the queue held for a job that is still being prepared (its inputs
+    stored, its record written): :meth:`JobQueue.reserve` takes it, :meth:`JobQueue.submit`
+    fills it and :meth:`JobQueue.release` gives it back unused. Counted like a waiting job,
+    against the queue's bound and its owner's live jobs."""
+
+    owner: str | None
+    state: str = "held"  # held -> used | released
 
 
 class JobQueue:
@@ -43,7 +55,8 @@ class JobQueue:
         self.retry_after_s = retry_after_s
         self.device = device
         self._queue: queue.Queue = queue.Queue()
-        self._waiting = 0
+        self._waiting = 0  # jobs waiting, and places held for jobs being prepared
+        self._held = 0  # of those, places held (reserve) and not yet filled (submit)
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._keep_finished = keep_finished
         self._lock = threading.Lock()
@@ -116,7 +129,8 @@ class JobQueue:
 
     @property
     def waiting(self) -> int:
-        return self._waiting
+        """Jobs in the queue, waiting for the worker (not counting held places)."""
+        return self._waiting - self._held
 
     def live(self, owner: str) -> int:
         """How many of ``owner``'s jobs are queued or running."""
@@ -124,7 +138,9 @@ class JobQueue:
             return self._live[owner]
 
     # -- API ----------------------------------------------------------------------------
-    def submit(self, job: Job) -> None:
+    def reserve(self, owner: str | None) -> Slot:
+        """Hold a place for a job of ``owner``: 503 ``shutting_down`` once closed, 429
+        ``queue_full`` when ``maxsize`` jobs (or held places) already wait."""
         with self._lock:
             if self._closed:
                 raise ShuttingDown(retry_after_s=self.retry_after_s)
@@ -133,9 +149,38 @@ class JobQueue:
                     f"the {self.device} queue is full ({self.maxsize} jobs waiting); "
                     "retry later", retry_after_s=self.retry_after_s)
             self._waiting += 1
+            self._held += 1
+            if owner is not None:
+                self._live[owner] += 1
+            return Slot(owner)
+
+    def release(self, slot: Slot) -> None:
+        """Give back a place that no job filled (the request failed while preparing)."""
+        with self._lock:
+            if slot.state != "held":
+                return
+            slot.state = "released"
+            self._waiting -= 1
+            self._held -= 1
+            self._uncount(slot.owner)
+
+    def submit(self, job: Job, slot: Slot | None = None) -> None:
+        """Queue ``job`` in ``slot`` (held by :meth:`reserve` for ``job.owner``), or in a
+        place taken now."""
+        slot = slot or self.reserve(job.owner)
+        with self._lock:
+            if slot.state != "held":
+                raise ValueError("a queue slot can be filled once")
+            if self._closed:  # closed while the job was being prepared
+                slot.state = "released"
+                self._waiting -= 1
+                self._held -= 1
+                self._uncount(slot.owner)
+                raise ShuttingDown(retry_after_s=self.retry_after_s)
+            slot.state = "used"
+            self._held -= 1
             self._jobs[job.id] = job
             if job.owner is not None:
-                self._live[job.owner] += 1
                 self._counted.add(job.id)
             self._trim()
         self._queue.put(job)
@@ -196,9 +241,14 @@ class JobQueue:
         """Stop counting ``job`` against its owner (call with the lock held)."""
         if job.id in self._counted:
             self._counted.discard(job.id)
-            self._live[job.owner] -= 1  # type: ignore[index]
-            if self._live[job.owner] <= 0:  # type: ignore[index]
-                del self._live[job.owner]  # type: ignore[arg-type]
+            self._uncount(job.owner)
+
+    def _uncount(self, owner: str | None) -> None:
+        if owner is None:
+            return
+        self._live[owner] -= 1
+        if self._live[owner] <= 0:
+            del self._live[owner]
 
     def _trim(self) -> None:
         finished = [jid for jid, j in self._jobs.items() if j.finished]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from sqlalchemy import Select, String, cast, func, or_, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.errors import InvalidInput, NotFound
 from app.persistence.database import Database
@@ -52,6 +53,7 @@ class OutputImage:
     prompt: str | None = None
     strength: float | None = None
     content_type: str | None = "image/png"
+    recorded: bool = False  # already on the record (add_output): finish skips it
 
 
 @dataclass
@@ -86,6 +88,17 @@ class RecordRepository:
                 params=new.params, client=new.client, input_image_sha256=new.input_image_sha256,
                 mask_sha256=new.mask_sha256, created_at=_now(),
                 api_key_id=(new.client or {}).get("key_id")))
+
+    def add_output(self, record_id: str, out: OutputImage) -> OutputImage:
+        """Record one output while the job still runs (a sequence's frame as it is stored),
+        after those already recorded. Returns it marked ``recorded``, so that passing it to
+        :meth:`finish` again does not list it twice."""
+        with self.db.session() as s:
+            row = s.get(RecordRow, record_id)
+            if row is None:
+                raise NotFound(f"record {record_id} not found", param="record_id")
+            row.outputs.append(_output_row(len(row.outputs), out))
+        return replace(out, recorded=True)
 
     def mark_running(self, record_id: str) -> None:
         with self.db.session() as s:
@@ -130,11 +143,9 @@ class RecordRepository:
                     setattr(row, name, value)
             row.error_code = error_code
             row.error_message = error_message
-            for i, out in enumerate(outputs):
-                row.outputs.append(OutputRow(
-                    index=i, kind=out.kind, name=out.name, sha256=out.sha256,
-                    content_type=out.content_type, seed=out.seed, width=out.width,
-                    height=out.height, prompt=out.prompt, strength=out.strength))
+            new = [out for out in outputs if not out.recorded]
+            for i, out in enumerate(new, start=len(row.outputs)):
+                row.outputs.append(_output_row(i, out))
 
     def get(self, record_id: str, *, api_key_id: str | None = None) -> RecordRow:
         """The record; with ``api_key_id``, only if that key made it (else the same 404 as
@@ -174,6 +185,15 @@ class RecordRepository:
             row.feedback_at = _now()
             row.feedback_key_id = key_id
             return row
+
+    def readable(self) -> bool:
+        """Whether the records table answers a query (GET /ready): cheap, one row at most."""
+        try:
+            with self.db.session() as s:
+                s.execute(select(RecordRow.id).limit(1)).first()
+            return True
+        except SQLAlchemyError:
+            return False
 
     def get_by_job(self, job_id: str) -> RecordRow | None:
         with self.db.session() as s:
@@ -263,3 +283,9 @@ class RecordRepository:
                 row.error_code = "interrupted"
                 row.error_message = "the server stopped before this job finished"
             return len(rows)
+
+
+def _output_row(index: int, out: OutputImage) -> OutputRow:
+    return OutputRow(index=index, kind=out.kind, name=out.name, sha256=out.sha256,
+                     content_type=out.content_type, seed=out.seed, width=out.width,
+                     height=out.height, prompt=out.prompt, strength=out.strength)

@@ -8,22 +8,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from app.errors import JobCancelled
+from app.errors import BildwerkError, JobCancelled
 
 ProgressFn = Callable[[str, int, int], None]
 
 
 @dataclass
 class StepReporter:
-    """Reports ``(stage, step, total)`` and stops the pipeline when cancelled.
+    """Reports ``(stage, step, total)`` and stops the pipeline when cancelled or out of
+    time.
 
-    ``cancelled`` is polled after every denoising step. A cancelled run sets the
-    pipeline's own interrupt flag and raises :class:`JobCancelled`, which leaves the
-    denoising loop at once and skips the VAE decode.
+    ``cancelled`` and ``check_deadline`` are polled after every denoising step. A cancelled
+    run sets the pipeline's own interrupt flag and raises :class:`JobCancelled`, which
+    leaves the denoising loop at once and skips the VAE decode; a run past its deadline does
+    the same with the :class:`~app.errors.JobTimeLimit` that ``check_deadline`` raises.
     """
 
     report: ProgressFn
     cancelled: Callable[[], bool]
+    check_deadline: Callable[[], None] = lambda: None  # raises once the job's time is up
     stage: str = "denoising"
     step_offset: int = 0
     total: int = 0
@@ -33,13 +36,17 @@ class StepReporter:
         self.report(stage, step, self.total)
 
     def check_cancelled(self) -> None:
+        """Stop here if the job was cancelled or ran out of time."""
         if self.cancelled():
             raise JobCancelled("job was cancelled")
+        self.check_deadline()
 
     def on_step_end(self, pipe, step: int, _timestep, callback_kwargs: dict) -> dict:
-        if self.cancelled():
+        try:
+            self.check_cancelled()
+        except BildwerkError:
             pipe._interrupt = True
-            raise JobCancelled("job was cancelled")
+            raise
         # The pipeline knows how many timesteps it really runs (img2img strength,
         # second-order schedulers such as Heun run more than num_inference_steps).
         self.total = self.step_offset + (getattr(pipe, "_num_timesteps", None) or self.total)

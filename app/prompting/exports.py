@@ -1,6 +1,10 @@
 """Prompt batches as files: CSV with the seed tool's columns (title, description, metatags,
 prompt) and JSON Lines with every field. ``append_csv`` adds rows to an existing file the
-way ``main.py N --only-prompts`` did, writing the header only to a new or empty file."""
+way ``main.py N --only-prompts`` did, writing the header only to a new or empty file.
+
+CSV cells that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``, tab, CR
+first) are prefixed with ``'`` (:func:`app.csv_cells.safe_cell`); JSON Lines keep the
+exact text."""
 
 from __future__ import annotations
 
@@ -10,13 +14,16 @@ import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from app.csv_cells import safe_cell
+
 CSV_COLUMNS = ("title", "description", "metatags", "prompt")
 
 
 def _csv_row(item: Mapping) -> list[str]:
     tags = item.get("metatags") or []
-    return [str(item.get("title", "")), str(item.get("description", "")),
-            ", ".join(tags) if isinstance(tags, list) else str(tags), str(item.get("prompt", ""))]
+    cells = [str(item.get("title", "")), str(item.get("description", "")),
+             ", ".join(tags) if isinstance(tags, list) else str(tags), str(item.get("prompt", ""))]
+    return [safe_cell(cell) for cell in cells]
 
 
 def to_csv(items: Iterable[Mapping], header: bool = True) -> str:

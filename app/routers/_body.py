@@ -12,9 +12,11 @@ import json
 from typing import TypeVar
 
 from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ValidationError
 
 from app.errors import InvalidInput, UnsupportedMediaType
+from app.json_shape import JsonShape, NotJson, check_json_shape
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -42,12 +44,16 @@ def inline_schema(model: type[BaseModel]) -> dict:
 
 
 async def parse_body(request: Request, model: type[M]) -> M:
+    """``model`` from a JSON or multipart body, validated on a worker thread (the request
+    gate has already bounded the body's size and JSON shape)."""
     content_type = request.headers.get("content-type", "")
     try:
         if content_type.startswith("multipart/form-data"):
-            return model.model_validate(await _form_data(request))
+            data = await _form_data(request, _shape(request))
+            return await run_in_threadpool(model.model_validate, data)
         if content_type.startswith("application/json") or not content_type:
-            return model.model_validate_json(await request.body())
+            raw = await request.body()
+            return await run_in_threadpool(model.model_validate_json, raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         param = ".".join(str(p) for p in first.get("loc", ())) or None
@@ -57,7 +63,13 @@ async def parse_body(request: Request, model: type[M]) -> M:
                                "application/json or multipart/form-data", param=None)
 
 
-async def _form_data(request: Request) -> dict:
+def _shape(request: Request) -> JsonShape:
+    s = request.app.state.settings
+    return JsonShape(max_depth=s.max_json_depth, max_items=s.max_json_items,
+                     max_values=s.max_json_values)
+
+
+async def _form_data(request: Request, shape: JsonShape) -> dict:
     form = await request.form()
     data: dict = {}
     for key, value in form.multi_items():
@@ -66,10 +78,13 @@ async def _form_data(request: Request) -> dict:
         elif value == "":
             continue
         elif value[:1] in "[{":
-            try:
+            try:  # bounded before it is parsed, like a JSON body
+                check_json_shape(value, shape, what=f"form field {key!r}")
                 data[key] = json.loads(value)
-            except json.JSONDecodeError:
-                data[key] = value
+            except (NotJson, json.JSONDecodeError):
+                data[key] = value  # plain text that starts with a bracket
+            except InvalidInput as exc:
+                raise InvalidInput(exc.message, param=key) from None
         elif key in data:  # repeated field: a list (e.g. packages=gif&packages=zip)
             data[key] = [*_as_list(data[key]), value]
         else:

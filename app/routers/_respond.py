@@ -31,7 +31,9 @@ GENERATION_RESPONSES: dict = {
         _500="The model failed to load or the generation failed.",
         _503="The server is shutting down (`shutting_down`), or the job was interrupted by "
              "a shutdown; retry after `Retry-After`.",
-        _504="The synchronous wait ran out; the job goes on at `/jobs/{id}`."),
+        _504="The synchronous wait ran out; the job goes on at `/jobs/{id}` "
+             "(`job_timeout`). Or the job ran past `BILDWERK_JOB_TIMEOUT_S` and was stopped "
+             "(`job_time_limit`)."),
 }
 
 

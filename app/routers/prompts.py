@@ -28,8 +28,10 @@ ExportFormat = Literal["json", "csv", "jsonl"]
         "text/csv": {"schema": {"type": "string"}},
         "application/x-ndjson": {"schema": {"type": "string"}}},
         "description": "The prompts (JSON), or with `format=csv` the seed tool's columns "
-                       "title, description, metatags, prompt, or with `format=jsonl` one "
-                       "prompt per line."},
+                       "title, description, metatags, prompt (a text cell starting "
+                       "with `=`, `+`, `-`, `@`, tab or CR gets a leading `'`, so "
+                       "spreadsheets show it as text), or with `format=jsonl` one "
+                       "prompt per line (exact text)."},
         **BAD_BODY,
         **error_responses(_422="Invalid input, unknown style, or (with `fallback: false`) "
                                "the LLM refused or is not configured.",

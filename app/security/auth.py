@@ -93,32 +93,40 @@ def is_loopback(host: str | None) -> bool:
     return ip.is_loopback or bool(mapped and mapped.is_loopback)
 
 
-def authenticate(
-    request: Request,
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    api_key: Annotated[str | None, Depends(_api_key)],
-) -> Principal:
-    """Resolve the caller, or answer 401. Runs once per request (FastAPI caches it)."""
-    state = request.app.state
-    settings: Settings = state.settings
-    keys: ApiKeyRepository = state.keys
-    host = request.client.host if request.client else None
+def resolve_principal(settings: Settings, keys: ApiKeyRepository, host: str | None,
+                      secret: str | None) -> Principal:
+    """The caller behind ``secret`` (an API key, or None) from ``host``; 401 when there is
+    no valid key and the auth mode lets nobody in without one."""
     loopback = is_loopback(host)
-    secret = (bearer.credentials if bearer else None) or api_key
     if secret:
         key = keys.authenticate(secret.strip())
         if key is None:
             raise Unauthorized("the API key is unknown or revoked")
         keys.touch(key.id)
-        principal = Principal.of_key(key, loopback)
-    elif settings.auth_mode == "open" or (
+        return Principal.of_key(key, loopback)
+    if settings.auth_mode == "open" or (
             settings.auth_mode == "auto" and loopback and not keys.has_keys()):
-        principal = Principal.keyless(loopback)
-    else:
-        hint = (" (while no key exists, only loopback clients may call without one)"
-                if settings.auth_mode == "auto" else "")
-        raise Unauthorized("an API key is required: send `Authorization: Bearer <key>` or "
-                           f"`X-API-Key: <key>`{hint}")
+        return Principal.keyless(loopback)
+    hint = (" (while no key exists, only loopback clients may call without one)"
+            if settings.auth_mode == "auto" else "")
+    raise Unauthorized("an API key is required: send `Authorization: Bearer <key>` or "
+                       f"`X-API-Key: <key>`{hint}")
+
+
+def authenticate(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    api_key: Annotated[str | None, Depends(_api_key)],
+) -> Principal:
+    """Resolve the caller, or answer 401. Runs once per request (FastAPI caches it); for a
+    request with a body the gate (:mod:`app.request_gate`) already did, before reading it."""
+    known = getattr(request.state, "principal", None)
+    if isinstance(known, Principal):
+        return known
+    state = request.app.state
+    host = request.client.host if request.client else None
+    secret = (bearer.credentials if bearer else None) or api_key
+    principal = resolve_principal(state.settings, state.keys, host, secret)
     request.state.principal = principal
     return principal
 

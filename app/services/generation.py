@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 from app.errors import BildwerkError, InvalidInput, JobCancelled
@@ -77,8 +78,10 @@ class GenerationService:
             mask_blur=req.mask_blur, padding=req.padding, inpaint_area=req.inpaint_area,
             invert_mask=req.invert_mask, loras=plan.choice.lora_refs, vae=req.vae,
             clip_skip=req.clip_skip)
-        inputs = {"input_image_sha256": self.jobs.store(image),
-                  "mask_sha256": self.jobs.store(mask_in)}
+        def inputs() -> dict[str, str]:  # stored once the queue has a place for the job
+            return {"input_image_sha256": self.jobs.store(image),
+                    "mask_sha256": self.jobs.store(mask_in)}
+
         return self._submit(endpoint, plan, args, loop, client, inputs, prepared)
 
     def _prepare(self, req: GenerationParams, seeds: list[int]) -> PreparedPrompt:
@@ -119,7 +122,7 @@ class GenerationService:
 
     def _submit(self, endpoint: str, plan: Plan, args: Txt2ImgInput,
                 loop: asyncio.AbstractEventLoop, client: dict | None,
-                inputs: dict[str, str] | None = None,
+                inputs: Callable[[], dict[str, str]] | None = None,
                 prepared: PreparedPrompt | None = None) -> Accepted:
         def body(ctx: RunContext) -> Finished:
             done = self._run_chain(ctx, endpoint, plan, args)

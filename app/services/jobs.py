@@ -80,7 +80,8 @@ def status_from_record(row: RecordRow) -> dict:
         "created_at": row.created_at, "started_at": row.started_at,
         "finished_at": row.finished_at, "result": None, "error": None,
     }
-    if row.status == "succeeded" or (row.status == "cancelled" and row.outputs):
+    if row.status == "succeeded" or (row.status in ("cancelled", "interrupted")
+                                     and row.outputs):  # the frames a sequence finished
         data["result"] = result_from_record(row)
     if row.error_code:
         data["error"] = {"code": row.error_code, "message": row.error_message or "",
@@ -148,7 +149,7 @@ class JobService:
 
     def live_frame_of(self, sha256: str, owner: str) -> bool:
         """Whether a running job of ``owner`` already announced ``sha256`` as a frame (a
-        sequence's frames reach its record only when it ends)."""
+        sequence records each frame before announcing it, so its record names it too)."""
         for queue in self.queues:
             for job in queue.unfinished():  # a finished job's frames are in its record
                 if any(f.get("sha256") == sha256 for f in list(job.frame_events)):

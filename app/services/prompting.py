@@ -36,7 +36,7 @@ from app.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-from app.limits import check_prompt_lengths
+from app.limits import caller_key, check_prompt_lengths
 from app.persistence.records import NewRecord, RecordRepository
 from app.prompting.llm import ExpanderError, LLMAnswer, Sampling
 from app.prompting.local_expander import Expansion, expand_locally
@@ -132,8 +132,11 @@ def split_script(script: str) -> list[str]:
 class PromptService:
     def __init__(self, settings: Settings, styles: StyleBook, translator: TranslationChain,
                  records: RecordRepository, expanders: dict[str, LLMExpander],
-                 local_model: Any = None) -> None:
+                 local_model: Any = None, owners: Any = None) -> None:
         self.settings = settings
+        # app.jobs.owners.OwnerLimit: an expansion in progress counts against its caller's
+        # BILDWERK_MAX_QUEUED_PER_KEY like a job (None: not counted, e.g. the CLI)
+        self.owners = owners
         self.styles = styles
         self.translator = translator
         self.records = records
@@ -147,6 +150,13 @@ class PromptService:
     # -- POST /prompt-expand (threadpool thread) ------------------------------------------
     def expand(self, req: PromptExpandRequest, client: dict | None = None) -> dict:
         check_prompt_lengths(req, self.settings.max_prompt_chars)  # idea; script 10x
+        if self.owners is None:
+            return self._expand(req, client)
+        client = client or {}
+        with self.owners.holding(caller_key(client.get("key_id"), client.get("host"))):
+            return self._expand(req, client)
+
+    def _expand(self, req: PromptExpandRequest, client: dict | None) -> dict:
         style = self.styles.get(req.style) if req.style else None
         scenes = [req.idea.strip()] if req.idea is not None else split_script(req.script or "")
         if not scenes or not all(scenes):
@@ -343,7 +353,8 @@ def _as_http_error(provider: str, exc: ExpanderError, configured: bool) -> Bildw
     return ProviderError(message, param="provider")
 
 
-def build_prompt_service(settings: Settings, records: RecordRepository) -> PromptService:
+def build_prompt_service(settings: Settings, records: RecordRepository,
+                         owners: Any = None) -> PromptService:
     """Styles, the translation chain, the LLM expanders and the optional local model, as
     the settings say."""
     from app.prompting.gemini_expander import GeminiExpander
@@ -375,4 +386,5 @@ def build_prompt_service(settings: Settings, records: RecordRepository) -> Promp
                              secret(settings.libretranslate_api_key),
                              timeout=settings.translate_timeout_s)
     return PromptService(settings, styles, translator, records, expanders,
-                         local_model=LocalPromptModel.from_dir(settings.prompt_model_dir))
+                         local_model=LocalPromptModel.from_dir(settings.prompt_model_dir),
+                         owners=owners)

@@ -1,8 +1,10 @@
 """img2seq: one init image into an ordered, recorded, streamable frame sequence.
 
-Every finished frame is stored as a blob at once and announced as an SSE ``frame``
-event with its URL. A cancel keeps the finished frames: they are recorded and
-returned as a partial result with status ``cancelled``.
+Every finished frame is stored as a blob, recorded as an output of the job's record and
+announced as an SSE ``frame`` event with its URL, in that order, so a frame announced is
+a frame recorded, whatever happens next (a crash leaves it on the ``interrupted`` record).
+A cancel keeps the finished frames: they are returned as a partial result with status
+``cancelled``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import asyncio
 import secrets
 import time
 
-from app.errors import InvalidInput, JobCancelled
+from app.errors import InvalidInput, JobCancelled, JobTimeLimit
 from app.imaging.geometry import round_to_multiple
 from app.imaging.motion import MotionStep
 from app.imaging.packaging import NamedFrame, package
@@ -23,6 +25,7 @@ from app.pipelines.schedules import check_keyframes, expand
 from app.schemas.generation import MAX_SEED
 from app.schemas.sequences import Img2SeqRequest
 from app.services.prompting import PreparedPrompt, PromptService, ScheduledPrompt
+from app.services.sequence_limits import check_package_canvas, check_sequence_work
 from app.services.submission import Accepted, Choice, Finished, JobSubmitter, RunContext
 
 
@@ -61,6 +64,9 @@ class SequenceService:
         width = req.width or round_to_multiple(image.image.width)
         height = req.height or round_to_multiple(image.image.height)
         self.jobs.check_size(width, height)
+        check_sequence_work(req.frames, width, height, req.steps, settings.max_sequence_work)
+        check_package_canvas(list(req.packages), req.frames, width, height,
+                             settings.max_canvas_pixels)
         seeds = self._seeds(req)
         prepared = self._prepare(req, prompts, seeds[0])
         args = SequenceInput(
@@ -88,7 +94,7 @@ class SequenceService:
             negative_prompt=prepared.negative_prompt, params=params, scheduler=req.scheduler,
             prepared=prepared,
             seeds=args.seeds, body=body, loop=loop, client=client,
-            inputs={"input_image_sha256": self.jobs.store(image)}, choice=choice)
+            inputs=lambda: {"input_image_sha256": self.jobs.store(image)}, choice=choice)
 
     def _prepare(self, req: Img2SeqRequest, prompts: dict[int, str],
                  seed: int) -> ScheduledPrompt:
@@ -154,9 +160,11 @@ class SequenceService:
                    "strength": frame.strength, "prompt": frame.prompt,
                    "prompt_to": frame.prompt_to, "prompt_weight": frame.prompt_weight}
             refs.append(ref)
-            outputs.append(OutputImage(
+            # On the record before it is announced: after a crash the frame is still its
+            # owner's (the record ends interrupted, listing it).
+            outputs.append(self.jobs.records.add_output(job.record_id, OutputImage(
                 sha256=sha, seed=frame.seed, width=args.width, height=args.height,
-                kind="frame", name=name, prompt=_frame_prompt(frame), strength=frame.strength))
+                kind="frame", name=name, prompt=_frame_prompt(frame), strength=frame.strength)))
             job.emit_event("frame", {"job_id": job.id, **ref})
 
         def result(packages: list[dict]) -> dict:
@@ -166,7 +174,7 @@ class SequenceService:
 
         try:
             Img2SeqPipeline(loaded, vae)(args, reporter, on_frame, on_frame_start)
-        except JobCancelled as exc:
+        except (JobCancelled, JobTimeLimit) as exc:  # the record keeps the frames made
             ctx.lap("inference_s", t1)
             exc.partial = Finished(result=result([]), outputs=outputs,
                                    seeds=args.seeds[:len(refs)])

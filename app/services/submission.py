@@ -4,8 +4,10 @@ and recording how the job ended.
 
 Flow for every request::
 
-    accept (HTTP side)   limits -> model -> inputs stored -> record "queued" -> job queued
-                         (a full queue is recorded "rejected" and answered 429)
+    accept (HTTP side)   limits -> model -> queue place held -> inputs stored
+                         -> record "queued" -> job queued in the held place
+                         (a full queue is recorded "rejected" and answered 429 before
+                         any upload is stored)
     run    (worker)      record "running" -> the service's body -> record finished
                          (succeeded / failed / cancelled, with the error and timings)
 """
@@ -15,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -38,6 +39,7 @@ from app.errors import (
 )
 from app.imaging.decode import DecodedImage, ImageLimits, decode_image, image_bytes
 from app.jobs.job import Job
+from app.jobs.owners import OwnerLimit
 from app.jobs.queue import JobQueue
 from app.limits import caller_key, check_prompt_lengths
 from app.persistence.blobs import BlobStore
@@ -105,7 +107,8 @@ Body = Callable[[RunContext], Finished]
 class JobSubmitter:
     def __init__(self, settings: Settings, registry: ModelRegistry, queue: JobQueue,
                  records: RecordRepository, blobs: BlobStore, loras: LoraCatalog,
-                 remote_queue: JobQueue | None = None) -> None:
+                 remote_queue: JobQueue | None = None, owners: OwnerLimit | None = None
+                 ) -> None:
         self.settings = settings
         self.registry = registry
         self.loras = loras
@@ -113,7 +116,8 @@ class JobSubmitter:
         self.queue = queue
         self.records = records
         self.blobs = blobs
-        self._owner_lock = threading.Lock()  # count-then-submit is one step per caller
+        self.owners = owners or OwnerLimit(settings.max_queued_per_key,
+                                           settings.retry_after_s, [queue, self.remote_queue])
 
     # -- checks and inputs (HTTP side, in a threadpool thread) --------------------------
     def check_request(self, req, client: dict | None) -> None:
@@ -122,19 +126,9 @@ class JobSubmitter:
         self.check_owner(owner_of(client))
 
     def check_owner(self, owner: str | None) -> None:
-        """429 ``too_many_jobs`` when ``owner`` has the most jobs queued or running that
-        ``BILDWERK_MAX_QUEUED_PER_KEY`` allows (on both queues together)."""
-        limit = self.settings.max_queued_per_key
-        if not limit or owner is None:
-            return
-        queues = [self.queue] + ([self.remote_queue] if self.remote_queue is not self.queue
-                                 else [])
-        live = sum(q.live(owner) for q in queues)
-        if live >= limit:
-            raise TooManyJobs(
-                f"you already have {live} jobs queued or running (at most {limit}, "
-                "BILDWERK_MAX_QUEUED_PER_KEY); wait for one to finish",
-                retry_after_s=self.settings.retry_after_s)
+        """429 ``too_many_jobs`` when ``owner`` has the most work in progress that
+        ``BILDWERK_MAX_QUEUED_PER_KEY`` allows (:class:`~app.jobs.owners.OwnerLimit`)."""
+        self.owners.check(owner)
 
     def check_steps(self, steps: int) -> None:
         if steps > self.settings.max_steps:
@@ -223,43 +217,61 @@ class JobSubmitter:
     def submit(self, *, endpoint: str, entry: ModelEntry, prompt: str, negative_prompt: str,
                params: dict, scheduler: str, seeds: list[int], body: Body,
                loop: asyncio.AbstractEventLoop, client: dict | None,
-               inputs: dict[str, str] | None = None, choice: Choice | None = None,
-               provider: str = "local", model: str | None = None,
-               queue: JobQueue | None = None, prepared=None) -> Accepted:
-        """Record the accepted request, then queue ``body`` to run on a worker.
+               inputs: Callable[[], dict[str, str]] | None = None,
+               choice: Choice | None = None, provider: str = "local",
+               model: str | None = None, queue: JobQueue | None = None,
+               prepared=None) -> Accepted:
+        """Hold a place in the queue, store the inputs (``inputs()`` stores them and
+        returns their record fields), record the accepted request, then queue ``body`` to
+        run on a worker. A request the queue refuses (429/503) is recorded ``rejected``
+        before anything of it is stored.
 
         ``prepared`` (a :class:`~app.services.prompting.PreparedPrompt`) puts the prompt as
         typed, translated and expanded on the record; ``prompt`` is then the one used."""
         record_id, job_id = str(uuid.uuid4()), str(uuid.uuid4())
+        queue = queue or self.queue
         choice = choice or Choice()
         extra: dict = {}
         if prepared is not None:
             params = {**params, "prompting": prepared.summary()}
             extra = {"prompt": prepared.typed, "prompt_translated": prepared.translated,
                      "prompt_expanded": prepared.expanded}
-        self.records.create(NewRecord(
-            id=record_id, job_id=job_id, endpoint=endpoint, provider=provider,
-            model=model or (entry.id if entry else None),
-            **({"prompt": prompt} | extra), negative_prompt=negative_prompt, params=params,
-            scheduler=scheduler, client=client,
-            loras=[{"name": n, "weight": w} for n, w in choice.lora_refs] or None,
-            vae=choice.vae.id if choice.vae else None, **(inputs or {})))
-        accepted_at = time.perf_counter()
 
-        def run(job: Job) -> dict:
-            return self._run_recorded(RunContext(job, accepted_at), body, seeds)
+        def record(stored: dict[str, str]) -> None:
+            self.records.create(NewRecord(
+                id=record_id, job_id=job_id, endpoint=endpoint, provider=provider,
+                model=model or (entry.id if entry else None),
+                **({"prompt": prompt} | extra), negative_prompt=negative_prompt,
+                params=params, scheduler=scheduler, client=client,
+                loras=[{"name": n, "weight": w} for n, w in choice.lora_refs] or None,
+                vae=choice.vae.id if choice.vae else None, **stored))
 
         owner = owner_of(client)
-        job = Job(id=job_id, record_id=record_id, endpoint=endpoint, run=run, loop=loop,
-                  owner=owner)
         try:
-            with self._owner_lock:
-                self.check_owner(owner)
-                (queue or self.queue).submit(job)
+            with self.owners.lock:
+                self.owners.check(owner)
+                slot = queue.reserve(owner)
         except (QueueFull, TooManyJobs, ShuttingDown) as exc:
+            record({})  # the refusal is recorded; the uploads were never stored
             self.records.finish(record_id, status="rejected", seeds=seeds,
                                 error_code=exc.code, error_message=exc.message)
             raise
+        try:
+            record(inputs() if inputs else {})
+            accepted_at = time.perf_counter()
+
+            def run(job: Job) -> dict:
+                return self._run_recorded(RunContext(job, accepted_at), body, seeds)
+
+            job = Job(id=job_id, record_id=record_id, endpoint=endpoint, run=run, loop=loop,
+                      owner=owner)
+            queue.submit(job, slot)
+        except ShuttingDown as exc:  # closed while the request was being prepared
+            self.records.finish(record_id, status="rejected", seeds=seeds,
+                                error_code=exc.code, error_message=exc.message)
+            raise
+        finally:
+            queue.release(slot)  # a no-op once the job filled it
         return Accepted(job=job, record_id=record_id)
 
     # -- run (worker thread) ------------------------------------------------------------
@@ -267,6 +279,7 @@ class JobSubmitter:
         job = ctx.job
         started = time.perf_counter()
         ctx.timings["queued_s"] = round(started - ctx.accepted_at, 4)
+        job.start_clock(self.settings.job_timeout_s)  # stopped at a step boundary past it
         self.records.mark_running(job.record_id)
         try:
             with torch.inference_mode():

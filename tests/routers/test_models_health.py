@@ -37,7 +37,8 @@ def test_health_and_ready(client):
     ready = client.get("/ready")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"worker": True, "models": True, "database": True,
-                                      "device": "cpu", "accepting": True}
+                                      "records": True, "disk": True, "device": "cpu",
+                                      "accepting": True}
 
 
 def test_unknown_route_and_method_use_the_envelope(client):

@@ -8,10 +8,13 @@ import csv
 import io
 import json
 
+import pytest
+
 from app.prompting.vocab import MAX_CONTENT_TOKENS, count_tokens
 from tests.fakes.libretranslate_server import fake_libretranslate
 
 WISH = "ein See mitten in Olpe"
+FORMULA_IDEAS = ['=HYPERLINK("http://x","y")', "+1+1", "-2", "@SUM(A1)"]
 
 
 def expand(client, **body):
@@ -85,6 +88,23 @@ def test_csv_export_has_the_seed_tools_columns(client):
     assert len(rows) == 5 and all(len(row) == 4 and row[3] for row in rows[1:])
     record = client.get(f"/records/{r.headers['x-bildwerk-record-id']}").json()
     assert [p["prompt"] for p in record["result"]["prompts"]] == [row[3] for row in rows[1:]]
+
+
+@pytest.mark.parametrize("idea", FORMULA_IDEAS)
+def test_csv_export_neutralises_formulas_and_json_keeps_the_exact_text(client, idea):
+    body = {"idea": idea, "count": 2, "seed": 3}
+    r = client.post("/prompt-expand", params={"format": "csv"}, json=body)
+    assert r.status_code == 200, r.text
+    rows = list(csv.reader(io.StringIO(r.text)))[1:]
+    exact = expand(client, **body)["prompts"]  # the same seed: the same prompts
+    assert len(rows) == len(exact) == 2
+    for (title, description, _, prompt), item in zip(rows, exact, strict=True):
+        assert item["prompt"].startswith(idea) and item["title"][0] == idea[0]
+        assert (title, description, prompt) == (
+            "'" + item["title"], "'" + item["description"], "'" + item["prompt"])
+    jsonl = client.post("/prompt-expand", params={"format": "jsonl"}, json=body).text
+    assert [json.loads(line)["prompt"] for line in jsonl.splitlines()] == \
+        [item["prompt"] for item in exact]
 
 
 def test_jsonl_export_has_one_prompt_per_line(client):

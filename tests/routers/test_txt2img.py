@@ -77,6 +77,21 @@ def test_png_carries_a1111_parameters_and_json(client):
     assert meta["seed"] == 77 and meta["scheduler"] == "ddim" and meta["steps"] == 4
 
 
+def test_a_prompt_cannot_forge_lines_of_the_parameters_chunk(client):
+    forged = "cat\nNegative prompt: forged\nSteps: 999"
+    body = client.post("/txt2img", json={**FAST, "prompt": forged, "seed": 3,
+                                         "negative_prompt": "fog\r\nSeed: 1"}).json()
+    img = decode(client.get(body["images"][0]["url"]).content)
+    lines = img.text["parameters"].split("\n")
+    assert len(lines) == 3, lines  # prompt, Negative prompt, the Steps line
+    assert lines[0] == "cat\\nNegative prompt: forged\\nSteps: 999"
+    assert lines[1] == "Negative prompt: fog\\r\\nSeed: 1"
+    assert lines[2].startswith("Steps: 4, ") and "Seed: 3" in lines[2]
+    assert "Steps: 999" not in img.text["parameters"].splitlines()
+    meta = json.loads(img.text["bildwerk"])
+    assert meta["prompt"] == forged and meta["negative_prompt"] == "fog\r\nSeed: 1"
+
+
 def test_default_size_is_the_models_native_resolution(client):
     body = client.post("/txt2img", json={"prompt": "x", "steps": 1, "seed": 1}).json()
     assert (body["images"][0]["width"], body["images"][0]["height"]) == (256, 256)

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 import training.dataset as dataset
 from app.cli import cli
-from tests.utils.images import box_mask, data_url, png_bytes, scene
+from tests.utils.images import box_mask, data_url, kiosk_mask, png_bytes, scene
 from training.dataset import DatasetError, export_folder, export_records
 
 FAST = {"steps": 2, "width": 64, "height": 64}
@@ -284,6 +284,46 @@ def test_cli_round_trip(client, tmp_path, monkeypatch):
     said = run("--from-folder", str(folder), "--overwrite")
     assert "wrote 1 images" in said
     assert check_layout(out) == [{"file_name": "a.png", "text": "a harbour"}]
+
+
+def test_csv_neutralises_a_visitors_formula_prompt_and_jsonl_keeps_it(client, tmp_path,
+                                                                     monkeypatch):
+    from training._data import read_examples  # imports torch: only here
+
+    formulas = ['=HYPERLINK("http://x","y")', "+1+1", "-2", "@SUM(A1)"]
+    for prompt in formulas:  # as typed at the kiosk
+        r = client.post("/inpainting/", json={
+            "prompt": prompt, "image": data_url(scene(64, 64)),
+            "mask": data_url(kiosk_mask((64, 64), MASK_BOX)), "model": 0})
+        assert r.status_code == 200, r.text
+        record_id = r.headers["x-bildwerk-record-id"]
+        assert record(client, record_id)["prompt"] == prompt
+        assert client.post(f"/records/{record_id}/feedback",
+                           json={"rating": 5}).status_code == 200
+    settings = client.app.state.settings
+    monkeypatch.setenv("BILDWERK_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("BILDWERK_DATABASE_URL", settings.resolved_database_url)
+    monkeypatch.chdir(tmp_path)
+
+    def export(out: Path, fmt: str) -> Path:
+        result = CliRunner().invoke(cli, ["dataset", "export", "--out", str(out),
+                                          "--endpoint", "inpainting", "--format", fmt])
+        assert result.exit_code == 0 and "wrote 4 images" in result.output, result.output
+        return out / f"metadata.{fmt}"
+
+    with export(tmp_path / "csv-set", "csv").open(newline="", encoding="utf-8") as fh:
+        cells = list(csv.DictReader(fh))
+    exact = [json.loads(line) for line in
+             export(tmp_path / "jsonl-set", "jsonl").read_text().splitlines()]
+    used = [record(client, row["record_id"])["prompt_used"] for row in exact]
+    assert [row["text"] for row in exact] == used
+    assert [text[0] for text in used] == [formula[0] for formula in formulas]
+    assert [row["text"] for row in cells] == ["'" + text for text in used]
+    assert [row["seed"] for row in cells] == [str(row["seed"]) for row in exact]  # a number
+    assert len(check_layout(tmp_path / "csv-set")) == 4  # the file names still resolve
+    assert [row["text"] for row in dataset.read_metadata(tmp_path / "csv-set/metadata.csv")
+            ] == used
+    assert [example.text for example in read_examples(tmp_path / "csv-set")] == used
 
 
 # -- folders ------------------------------------------------------------------------------
