@@ -27,22 +27,22 @@ def _failing_clearly(*expected: type[Exception]) -> Iterator[None]:
 
 
 @contextmanager
-def _database():
-    """The configured settings and database (migrated), disposed afterwards. A damaged or
-    lost database is refused as at server start (``bildwerk db init --force``)."""
+def _services():
+    """The parts of the server, as the server builds them (:func:`build_services`), from
+    BILDWERK_* variables and .env; closed afterwards. A damaged or lost database is refused
+    as at server start (``bildwerk db init --force``)."""
     from app.config import Settings
-    from app.persistence.database import Database
     from app.persistence.integrity import check_database
+    from app.services.container import build_services
 
     settings = Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     check_database(settings)
-    db = Database(settings.resolved_database_url)
+    services = build_services(settings)
     try:
-        db.migrate()
-        yield settings, db
+        yield services
     finally:
-        db.dispose()
+        services.close()
 
 
 @cli.command()
@@ -64,7 +64,7 @@ def doctor(lock: Path = typer.Option(None, help="The requirements/ folder with t
     from app.config import Settings
     from app.doctor import render, report
 
-    sections, matches_lock = report(Settings(), lock)
+    sections, matches_lock = report(Settings(), lock)  # the parts via build_services
     typer.echo(render(sections))
     if not matches_lock:
         raise typer.Exit(1)
@@ -94,29 +94,15 @@ models_cli = typer.Typer(help="Inspect and merge models.", no_args_is_help=True)
 cli.add_typer(models_cli, name="models")
 
 
-def _registry():
-    """The registry and LoRA catalogue as the server builds them (hub repos included)."""
-    from app.config import Settings
-    from app.pipelines.adapters import LoraCatalog
-    from app.pipelines.device import resolve_runtime
-    from app.pipelines.registry import build_registry
-
-    settings = Settings()
-    registry = build_registry(settings, resolve_runtime("cpu"))
-    registry.refresh()
-    loras = LoraCatalog(settings.models_dir)
-    loras.refresh()
-    return registry, loras
-
-
 @models_cli.command("list")
 def list_models() -> None:
     """List the models the registry discovers (builds the embedded one if missing)."""
-    registry, _ = _registry()
-    for entry in registry.list():
-        mark = "*" if entry.id == registry.default_id else " "
-        typer.echo(f"{mark} {entry.id:30s} {entry.family:5s} {entry.variant:8s} "
-                   f"{entry.native_resolution}px {entry.format}")
+    with _failing_clearly(), _services() as services:
+        registry = services.registry
+        for entry in registry.list():
+            mark = "*" if entry.id == registry.default_id else " "
+            typer.echo(f"{mark} {entry.id:30s} {entry.family:5s} {entry.variant:8s} "
+                       f"{entry.native_resolution}px {entry.format}")
 
 
 @models_cli.command("merge")
@@ -132,15 +118,13 @@ def merge_models(
     """Merge checkpoints of one family into MODELS_DIR/<name>.safetensors."""
     from app.pipelines.merge import merge
     from app.schemas.models import MergeRequest
-    from app.services.models import ModelService
 
-    registry, loras = _registry()
     refs = [{"name": item.split(":")[0], "weight": float(item.split(":")[1])}
             if ":" in item else {"name": item} for item in lora]
-    with _failing_clearly():
+    with _failing_clearly(), _services() as services:
         req = MergeRequest(a=a, b=b, c=c, method=method, alpha=alpha, name=name, loras=refs)
-        spec = ModelService(registry, loras, None, 0).merge_spec(req)  # type: ignore[arg-type]
-        path = merge(spec, registry.models_dir)
+        spec = services.models.merge_spec(req)
+        path = merge(spec, services.registry.models_dir)
     typer.echo(f"wrote {path}")
 
 
@@ -156,23 +140,21 @@ def prompts(
     seed: int = typer.Option(None, help="Seed of the first prompt. Default: random."),
     language: str = typer.Option(None, help="Language of --idea, e.g. de. Default: detected."),
 ) -> None:
-    """Append N expanded prompts to a CSV (title, description, metatags, prompt) or JSONL
-    file, like the seed tool's `main.py N --only-prompts`. Each batch is recorded in the
-    database like a POST /prompt-expand."""
+    """Append N expanded prompts to a CSV file with the columns title, description,
+    metatags, prompt (the header only into a new or empty file) or to a JSON Lines file.
+    Each batch is recorded in the database like a POST /prompt-expand."""
     import secrets
 
-    from app.persistence.records import RecordRepository
     from app.prompting.exports import append_csv, append_jsonl
     from app.prompting.ideas import suggest_ideas
     from app.schemas.prompts import MAX_PROMPTS, PromptExpandRequest
-    from app.services.prompting import build_prompt_service
 
     path = Path(out)
     append = append_jsonl if path.suffix.lower() == ".jsonl" else append_csv
     first = seed if seed is not None else secrets.randbelow(2**31)
     written = 0
-    with _failing_clearly(ValueError), _database() as (settings, db):
-        service = build_prompt_service(settings, RecordRepository(db))
+    with _failing_clearly(ValueError), _services() as services:
+        service = services.prompts
         while written < n:
             batch = min(MAX_PROMPTS, n - written)
             common = {"style": style, "provider": provider, "seed": first + written,
@@ -183,9 +165,9 @@ def prompts(
                 ideas = suggest_ideas(batch, first + written)
                 req = PromptExpandRequest(script="\n".join(ideas), count=1, **common)
             result = service.expand(req, client={"host": "cli", "user_agent": "bildwerk prompts"})
-            written += append(path, result["prompts"])
-            typer.echo(f"{written}/{n} prompts ({result['provider']}), record "
-                       f"{result['record_id']}", err=True)
+            written += append(path, [p.model_dump(mode="json") for p in result.prompts])
+            typer.echo(f"{written}/{n} prompts ({result.provider}), record "
+                       f"{result.record_id}", err=True)
     typer.echo(f"appended {written} prompts to {path}")
 
 
@@ -196,10 +178,9 @@ cli.add_typer(keys_cli, name="keys")
 
 @contextmanager
 def _key_repository():
-    from app.security.keys import ApiKeyRepository
 
-    with _failing_clearly(), _database() as (_, db):
-        yield ApiKeyRepository(db)
+    with _failing_clearly(), _services() as services:
+        yield services.keys
 
 
 def _when(value) -> str:
@@ -284,9 +265,8 @@ def dataset_export(
         if from_folder is not None:
             result = export_folder(from_folder, out, fmt=fmt, overwrite=overwrite)
         else:
-            from app.config import Settings
-
-            settings = Settings()
+            with _services() as services:
+                settings = services.settings
             result = export_records(
                 settings.resolved_database_url, settings.blobs_dir, out, endpoint=endpoint,
                 min_rating=min_rating, flags=flag, exclude_flags=exclude_flag, since=since,
@@ -419,8 +399,9 @@ def train_finetune(
 
 def _train_command(method: str, opts: dict) -> None:
     from app.config import Settings
+    from training.config import TrainConfig
     from training.register import check_name_free, refresh_server, register_output
-    from training.trainer import TrainConfig, train
+    from training.trainer import train
 
     settings = Settings()
     models_dir = opts["models_dir"] or settings.models_dir
@@ -479,15 +460,11 @@ def _training_base(base: str, settings, models_dir: Path) -> tuple[Path, int | N
         return path, probe_diffusers_folder(path).native_resolution
     from app.pipelines.device import resolve_runtime
     from app.pipelines.hub import hub_snapshot
-    from app.pipelines.registry import ModelRegistry, load_pipeline
+    from app.pipelines.registry import load_pipeline
+    from app.services.container import build_services
 
-    registry = ModelRegistry(models_dir, settings.embedded_dir / settings.embedded_model_id,
-                             settings.embedded_model_id, resolve_runtime("cpu"),
-                             hub_repos=tuple(r.strip() for r in settings.hf_models.split(",")
-                                             if r.strip()),
-                             hub_cache_dir=settings.hf_cache_dir)
-    registry.refresh()
-    entry = registry.resolve(base)
+    services = build_services(settings.model_copy(update={"models_dir": models_dir}))
+    entry = services.registry.resolve(base)
     if entry.format == "diffusers":
         if entry.repo_id is not None:
             snapshot = hub_snapshot(entry.repo_id, settings.hf_cache_dir, weights=True)

@@ -179,43 +179,24 @@ def migration_state(url: str) -> tuple[str, str]:
 
 
 def _providers(settings: Settings) -> Section:
-    from app.providers.registry import build_providers
+    """Each provider as the server builds it (:func:`build_services`), and whether it is
+    usable now."""
+    from app.services.container import build_services
 
     section = Section("Providers")
-    for name, provider in build_providers(settings, _local_provider(settings)).items():
+    try:
+        providers = build_services(settings).providers
+    except Exception as exc:  # noqa: BLE001 - e.g. model discovery failed: say so
+        section.add("local", f"not usable: {type(exc).__name__}: {exc}")
+        return section
+    for name in providers.names():
         try:
-            state = provider.availability()
+            state = providers.get(name).availability()
             text = "usable" if state.usable else f"not usable: {state.reason}"
         except Exception as exc:  # noqa: BLE001 - a broken provider is reported, not fatal
             text = f"not usable: {type(exc).__name__}: {exc}"
         section.add(name, text)
     return section
-
-
-def _local_provider(settings: Settings):
-    """The local provider over the registry the server would build (on the CPU: the
-    doctor only asks which models are discovered, it loads none)."""
-    from app.pipelines.device import resolve_runtime
-    from app.pipelines.registry import build_registry
-    from app.providers.local import LocalProvider
-
-    registry = build_registry(settings, resolve_runtime("cpu"))
-    registry.hashes = None  # no background hashing for a one-shot report
-    try:
-        registry.refresh()
-    except Exception as exc:  # noqa: BLE001 - reported as the local provider's state
-        return _Unusable(f"model discovery failed: {type(exc).__name__}: {exc}")
-    return LocalProvider(registry)
-
-
-class _Unusable:
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-    def availability(self):
-        from app.providers.base import Availability
-
-        return Availability(False, self.reason)
 
 
 def _lock(lock_dir: Path | None) -> tuple[Section, LockDrift | None]:

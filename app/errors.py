@@ -30,6 +30,9 @@ Exception tree::
     │   └── JobInterrupted        503 interrupted          stopped because the server shut down
     ├── JobTimeLimit              504 job_time_limit       the job ran past BILDWERK_JOB_TIMEOUT_S
     ├── GenerationFailed          500 generation_failed    the pipeline raised
+    │   └── OutOfMemory           500 out_of_memory        the device ran out of memory
+    ├── ChainFailed               as its last attempt      every provider of a chain failed;
+    │                                                      carries the attempts
     └── DatabaseUnusable          never an HTTP answer: startup (or `bildwerk db`) refuses
         ├── DatabaseDamaged       the SQLite file fails PRAGMA quick_check
         └── DatabaseMissing       no database (missing, empty, no schema) beside the blobs
@@ -58,7 +61,7 @@ class BildwerkError(Exception):
         self.param = param
 
     def envelope(self) -> dict:
-        return {"error": {"code": self.code, "message": self.message, "param": self.param}}
+        return envelope(self.code, self.message, self.param)
 
 
 class InvalidInput(BildwerkError):
@@ -194,6 +197,24 @@ class GenerationFailed(BildwerkError):
     code = "generation_failed"
 
 
+class OutOfMemory(GenerationFailed):
+    """The device (or the machine) ran out of memory during a job; its memory is freed."""
+
+    code = "out_of_memory"
+
+
+class ChainFailed(BildwerkError):
+    """Every provider of a chain failed. Answers as the last failure did (its status, code
+    and message) and carries ``attempts``: each provider tried and how it went."""
+
+    def __init__(self, last: BildwerkError, attempts: list[dict]) -> None:
+        super().__init__(last.message, param=last.param)
+        self.status_code = last.status_code
+        self.code = last.code
+        self.last = last
+        self.attempts = attempts
+
+
 class JobCancelled(BildwerkError):
     """A job stopped at the caller's request. ``partial`` holds what it finished (e.g. the
     frames of a sequence) so that it can be recorded and returned."""
@@ -258,9 +279,14 @@ class DatabaseMissing(DatabaseUnusable):
     code = "database_missing"
 
 
+def envelope(code: str, message: str, param: str | None = None) -> dict:
+    """The one error envelope every answer of this API uses."""
+    return {"error": {"code": code, "message": message, "param": param}}
+
+
 def error_response(status: int, code: str, message: str, param: str | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
-    body = {"error": {"code": code, "message": message, "param": param}}
+    body = envelope(code, message, param)
     return JSONResponse(body, status_code=status, headers=headers)
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from app.config import Settings
-from app.jobs.job import Job, JobError
+from app.jobs.job import Job, JobFailure
 from app.jobs.queue import JobQueue
 from app.persistence.blobs import sweep_temp_files
 from app.persistence.records import RecordFilter, RecordRepository
@@ -239,7 +239,7 @@ class Lifecycle:
         # here, so that waiting clients get their answer and the record its ending.
         stuck = [job for q in self.queues for job in q.unfinished()]
         for job in stuck:
-            job.finish("interrupted", error=JobError("interrupted", INTERRUPTED_MESSAGE, 503))
+            job.finish("interrupted", error=JobFailure("interrupted", INTERRUPTED_MESSAGE, 503))
         if stuck:
             log.error("%d job(s) did not stop in time; recorded interrupted", len(stuck))
             await asyncio.to_thread(self._record, stuck, INTERRUPTED_MESSAGE)

@@ -14,22 +14,11 @@ from fastapi import Depends, FastAPI
 from app.config import Settings
 from app.docs import install_docs
 from app.errors import install_error_handlers
-from app.jobs.job import Job
-from app.jobs.owners import OwnerLimit
-from app.jobs.queue import JobQueue
 from app.lifecycle import Lifecycle, recover_after_restart
-from app.limits import ControlCharGuard, install_cors
-from app.persistence.blobs import BlobStore
-from app.persistence.database import Database
 from app.persistence.integrity import check_database
-from app.persistence.records import RecordRepository
-from app.pipelines.adapters import LoraCatalog
-from app.pipelines.device import resolve_runtime
-from app.pipelines.registry import build_registry
-from app.providers.local import LocalProvider
-from app.providers.registry import ProviderSet, build_providers
 from app.ratelimit import WorkGuard
 from app.request_gate import RequestGate
+from app.request_limits import ControlCharGuard, install_cors
 from app.routers import (
     blobs,
     generation,
@@ -48,13 +37,7 @@ from app.routers import (
 from app.schemas.errors import AUTH_ERRORS, COMMON_ERRORS, UNAUTHORIZED
 from app.security.auth import announce as announce_auth
 from app.security.auth import authenticate, require
-from app.security.keys import ApiKeyRepository
-from app.services.generation import GenerationService
-from app.services.jobs import JobService
-from app.services.models import ModelService
-from app.services.prompting import build_prompt_service
-from app.services.sequences import SequenceService
-from app.services.submission import JobSubmitter
+from app.services.container import build_services
 
 log = logging.getLogger("bildwerk")
 
@@ -85,61 +68,30 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         torch.set_num_threads(settings.torch_threads)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     await asyncio.to_thread(check_database, settings)  # damaged, or lost beside old blobs
-    db = Database(settings.resolved_database_url)
-    await asyncio.to_thread(db.migrate)
-    app.state.keys = ApiKeyRepository(db)
-    await asyncio.to_thread(announce_auth, settings, app.state.keys)  # who may call
-    record_repo = RecordRepository(db)
-    await asyncio.to_thread(recover_after_restart, settings, record_repo)  # temp files, blobs
-    stale = await asyncio.to_thread(record_repo.mark_unfinished_interrupted)
+    services = app.state.services = build_services(settings)
+    await asyncio.to_thread(lambda: services.db)  # migrated
+    await asyncio.to_thread(announce_auth, settings, services.keys)  # who may call
+    await asyncio.to_thread(recover_after_restart, settings, services.records)  # temp files
+    stale = await asyncio.to_thread(services.records.mark_unfinished_interrupted)
     if stale:
         log.warning("marked %d unfinished job(s) from a previous run as interrupted", stale)
-    runtime = resolve_runtime(settings.device)
-
-    def record_cancelled(job: Job) -> None:
-        record_repo.finish(job.record_id, status="cancelled", error_code="cancelled",
-                           error_message="cancelled before it started")
-
-    queue = JobQueue(settings.queue_max, settings.retry_after_s, device=runtime.name,
-                     on_cancelled_before_start=record_cancelled)
-    remote_queue = JobQueue(settings.queue_max, settings.retry_after_s, device="remote",
-                            on_cancelled_before_start=record_cancelled)
-    owners = OwnerLimit(settings.max_queued_per_key, settings.retry_after_s,
-                        [queue, remote_queue])
-    # a bad style file fails here
-    prompt_service = build_prompt_service(settings, record_repo, owners)
-    blob_store = BlobStore(settings.blobs_dir, db)
-    registry = build_registry(settings, runtime)
-    loras = LoraCatalog(settings.models_dir, max_resident=settings.max_resident_loras)
-    registry.on_unload.append(lambda model_id, loaded: loras.forget_model(model_id,
-                                                                          loaded.main))
-    await asyncio.to_thread(registry.refresh)
-    await asyncio.to_thread(loras.refresh)
-
-    queue.start()
-    remote_queue.start()
-    local = LocalProvider(registry, max_batch=settings.max_images)
-    providers = ProviderSet(build_providers(settings, local), settings.provider_chains)
+    await asyncio.to_thread(lambda: services.prompts)  # a bad style file fails here
+    await asyncio.to_thread(lambda: (services.registry, services.loras))  # scan the models
     state = app.state
-    state.db, state.records, state.blobs, state.registry, state.queue = (
-        db, record_repo, blob_store, registry, queue)
-    submitter = JobSubmitter(settings, registry, queue, record_repo, blob_store, loras,
-                             remote_queue=remote_queue, owners=owners)
-    state.loras, state.providers, state.prompts = loras, providers, prompt_service
-    state.generation = GenerationService(submitter, providers, state.prompts)
-    state.sequences = SequenceService(submitter, state.prompts)
-    state.jobs = JobService([queue, remote_queue], record_repo)
-    state.models = ModelService(registry, loras, queue, settings.sync_timeout_s)
-    state.lifecycle = Lifecycle.start([queue, remote_queue], record_repo, settings)  # SIGTERM
-    log.info("bildwerk ready on %s (%s); default model %s", runtime.name, runtime.dtype,
-             registry.default_id)
+    for name in ("keys", "records", "blobs", "registry", "loras", "providers", "prompts",
+                 "generation", "sequences", "jobs", "models"):
+        setattr(state, name, getattr(services, name))
+    state.db, state.queue = services.db, services.queues[0]
+    services.executor.start_workers()
+    state.lifecycle = Lifecycle.start(services.executor.queues, services.records,
+                                      settings)  # SIGTERM
+    log.info("bildwerk ready on %s (%s); default model %s", services.runtime.name,
+             services.runtime.dtype, services.registry.default_id)
     try:
         yield
     finally:
         await state.lifecycle.shutdown()  # refuse new work, grace period, interrupt the rest
-        await asyncio.to_thread(queue.stop)
-        await asyncio.to_thread(remote_queue.stop)
-        db.dispose()
+        await asyncio.to_thread(services.close)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

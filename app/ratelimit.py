@@ -23,7 +23,7 @@ from limits.strategies import MovingWindowRateLimiter
 
 from app.config import Settings
 from app.errors import RateLimited, ShuttingDown
-from app.limits import caller_key
+from app.request_limits import caller_key
 
 log = logging.getLogger("bildwerk.limits")
 
@@ -101,7 +101,7 @@ class WorkGuard:
 
 
 def request_caller(request: Request) -> str | None:
-    """The caller a request counts against (see :func:`app.limits.caller_key`)."""
+    """The caller a request counts against (see :func:`app.request_limits.caller_key`)."""
     principal = getattr(request.state, "principal", None)
     host = request.client.host if request.client else None
     return caller_key(getattr(principal, "key_id", None), host)

@@ -48,9 +48,9 @@ def main() -> None:
     import torch
     from diffusers.utils import logging as dlog
 
-    from app.pipelines.adapters import LoraCatalog
     from app.pipelines.device import resolve_runtime
     from app.pipelines.embedded import build_tiny_sd15
+    from app.pipelines.lora_catalog import LoraCatalog
     from app.pipelines.progress import StepReporter
     from app.pipelines.registry import ModelRegistry
     from app.pipelines.requests import Txt2ImgInput

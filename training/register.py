@@ -1,6 +1,6 @@
 """Put a trainer's output where the server discovers it, and tell a running server.
 
-Layout (see ``app/pipelines/registry.py`` and ``app/pipelines/adapters.py``):
+Layout (see ``app/pipelines/registry.py`` and ``app/pipelines/lora_catalog.py``):
 
 - a LoRA: ``<models_dir>/loras/<name>.safetensors`` (its id is ``<name>``);
 - a fine-tuned model: ``<models_dir>/<name>/`` (a diffusers folder; its id is ``<name>``).
@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
-from training.trainer import TrainResult
+from training.config import TrainResult
 
 Kind = Literal["lora", "full"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -42,7 +42,7 @@ def register_output(result: TrainResult | Path, models_dir: Path, kind: Kind, *,
     name (model). Raises ``FileExistsError`` when something answers to that name already
     (unless ``overwrite``), ``ValueError`` when the output is not what ``kind`` says."""
     from app.pipelines.families import probe_diffusers_folder
-    from app.pipelines.loras import probe_lora
+    from app.pipelines.lora_files import probe_lora
 
     src = Path(result.output if isinstance(result, TrainResult) else result)
     models_dir = Path(models_dir)
@@ -103,7 +103,7 @@ def check_name_free(models_dir: Path, kind: Kind, name: str, *, overwrite: bool 
 def _clash(models_dir: Path, kind: Kind, name: str) -> Path | None:
     """What already answers to ``name`` where ``kind`` is registered."""
     if kind == "lora":
-        from app.pipelines.adapters import LORA_DIR_NAMES
+        from app.pipelines.lora_catalog import LORA_DIR_NAMES
 
         return next((p for sub in LORA_DIR_NAMES
                      if (p := models_dir / sub / f"{name}.safetensors").exists()), None)

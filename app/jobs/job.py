@@ -21,7 +21,9 @@ def _finished(job: Job) -> dict:
 
 
 @dataclass
-class JobError:
+class JobFailure:
+    """How a job failed, as its status and the waiting client see it."""
+
     code: str
     message: str
     status_code: int
@@ -33,7 +35,7 @@ class Job:
     id: str
     record_id: str
     endpoint: str
-    run: Callable[[Job], dict]
+    run: Callable[[Job], Any]  # returns the typed result (app.services.runner)
     loop: asyncio.AbstractEventLoop
     owner: str | None = None  # who it counts against (BILDWERK_MAX_QUEUED_PER_KEY)
     status: str = "queued"
@@ -45,8 +47,8 @@ class Job:
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     started_at: datetime | None = None
     finished_at: datetime | None = None
-    result: dict | None = None
-    error: JobError | None = None
+    result: Any = None  # GenerationResult | SequenceResult once finished (or partial)
+    error: JobFailure | None = None
     _cancel: threading.Event = field(default_factory=threading.Event)
     _state: threading.Lock = field(default_factory=threading.Lock)
     _done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -129,7 +131,7 @@ class Job:
             if self.status != "queued":
                 return False
             self._finish_locked("cancelled", None,
-                                JobError("cancelled", "job was cancelled", 409))
+                                JobFailure("cancelled", "job was cancelled", 409))
         return True
 
     def interrupt_if_queued(self) -> bool:
@@ -138,19 +140,19 @@ class Job:
             if self.status != "queued":
                 return False
             self.interrupted = True
-            self._finish_locked("interrupted", None, JobError(
+            self._finish_locked("interrupted", None, JobFailure(
                 "interrupted", "the server shut down before this job started; submit it "
                 "again", 503))
         return True
 
-    def finish(self, status: str, *, result: dict | None = None,
-               error: JobError | None = None) -> None:
+    def finish(self, status: str, *, result: Any = None,
+               error: JobFailure | None = None) -> None:
         with self._state:
             if self.finished:
                 return
             self._finish_locked(status, result, error)
 
-    def _finish_locked(self, status: str, result: dict | None, error: JobError | None) -> None:
+    def _finish_locked(self, status: str, result: Any, error: JobFailure | None) -> None:
         self.status, self.result, self.error = status, result, error
         self.stage = status
         self.finished_at = datetime.now(UTC)

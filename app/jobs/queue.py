@@ -23,7 +23,7 @@ from app.errors import (
     QueueFull,
     ShuttingDown,
 )
-from app.jobs.job import Job, JobError
+from app.jobs.job import Job, JobFailure
 
 log = logging.getLogger("bildwerk.jobs")
 _STOP = object()
@@ -220,17 +220,17 @@ class JobQueue:
                 job.finish("succeeded", result=result)
             except JobCancelled as exc:
                 if isinstance(exc, JobInterrupted) or job.interrupted:
-                    job.finish("interrupted", result=exc.partial, error=JobError(
+                    job.finish("interrupted", result=exc.partial, error=JobFailure(
                         "interrupted", JobInterrupted().message, 503))
                 else:
                     job.finish("cancelled", result=exc.partial,
-                               error=JobError(exc.code, exc.message, exc.status_code))
+                               error=JobFailure(exc.code, exc.message, exc.status_code))
             except BildwerkError as exc:
-                job.finish("failed", error=JobError(exc.code, exc.message, exc.status_code,
+                job.finish("failed", error=JobFailure(exc.code, exc.message, exc.status_code,
                                                     exc.param))
             except Exception as exc:  # the worker must survive anything a job does
                 log.exception("job %s crashed", job.id)
-                job.finish("failed", error=JobError("internal_error", str(exc), 500))
+                job.finish("failed", error=JobFailure("internal_error", str(exc), 500))
             finally:
                 with self._lock:
                     self._running = None

@@ -1,5 +1,6 @@
-"""Model families (sd15, sd21, sdxl): their pipeline classes, and probing a checkpoint
-to find its family, variant, prediction type and native resolution without loading it.
+"""Model families (sd15, sd21, sdxl): their pipeline classes and text-encoder context
+width, and probing a checkpoint to find its family, variant, prediction type and native
+resolution without loading it.
 
 Diffusers folders are probed from their JSON configs:
 
@@ -71,6 +72,10 @@ FAMILIES: dict[str, Family] = {
     "sd21": Family("sd21", _SD_CLASSES, _SD_KWARGS),
     "sdxl": Family("sdxl", _SDXL_CLASSES, {}),
 }
+
+# The text-encoder context width each family's UNet cross-attends to (its
+# ``cross_attention_dim``): what a LoRA must have been made for to fit the model.
+FAMILY_CONTEXT_DIM: dict[str, int] = {"sd15": 768, "sd21": 1024, "sdxl": 2048}
 
 
 @dataclass(frozen=True)

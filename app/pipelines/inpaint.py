@@ -1,18 +1,14 @@
 """Inpainting on a loaded checkpoint, with the kiosk's crop-and-paste-back behaviour.
 
-``inpaint_area="masked"`` crops the masked region (plus ``padding``, widened to the
-processing aspect ratio), generates at the processing size and pastes the result back;
-``"full"`` processes the whole image. Either way the result is blended over the input
-through the blurred mask, so every pixel outside it is the input's pixel, bit for bit,
-and the output has the input's size.
+The region to process, its crops at the processing size and the paste back through the
+blurred mask are :class:`~app.imaging.inpaint_region.InpaintRegion` (shared with remote
+inpaint): every pixel outside the blurred mask is the input's pixel, bit for bit, and
+the output has the input's size.
 """
 
 from __future__ import annotations
 
-from PIL import Image
-
-from app.imaging.geometry import Box, masked_region, paste_back
-from app.imaging.masks import blur_mask
+from app.imaging.inpaint_region import InpaintRegion
 from app.pipelines.progress import StepReporter
 from app.pipelines.prompts import prompt_kwargs
 from app.pipelines.registry import LoadedModel
@@ -28,16 +24,11 @@ class InpaintPipeline:
         self.vae = vae
 
     def __call__(self, args: InpaintInput, reporter: StepReporter) -> GenerationOutput:
-        image = args.image.convert("RGB")
-        # 1. The mask as applied: the binary mask, blurred outward.
-        soft_mask = blur_mask(args.mask, args.mask_blur)
-        # 2. The region to process and its processing size.
-        box = self._region(soft_mask, args)
-        crop_image = image.crop(box.as_tuple()).resize((args.width, args.height),
-                                                       Image.Resampling.LANCZOS)
-        crop_mask = soft_mask.crop(box.as_tuple()).resize((args.width, args.height),
-                                                          Image.Resampling.LANCZOS)
-        # 3. Denoise the region.
+        # 1. The mask as applied (blurred outward) and the region to process.
+        region = InpaintRegion.from_mask(args.image, args.mask, (args.width, args.height),
+                                         blur=args.mask_blur, padding=args.padding,
+                                         area=args.inpaint_area)
+        # 2. Denoise the region at the processing size.
         pipe = self.model.request_pipeline("inpaint", args.scheduler, vae=self.vae)
         steps_run = max(1, int(args.steps * args.strength))
         reporter.total = steps_run
@@ -46,19 +37,13 @@ class InpaintPipeline:
             **prompt_kwargs(pipe, [args.prompt] * len(args.seeds),
                             [args.negative_prompt] * len(args.seeds), args.clip_skip,
                             args.guidance_scale),
-            image=crop_image, mask_image=crop_mask, width=args.width, height=args.height,
-            strength=args.strength, num_inference_steps=args.steps,
+            image=region.crop(), mask_image=region.crop_applied_mask(), width=args.width,
+            height=args.height, strength=args.strength, num_inference_steps=args.steps,
             guidance_scale=args.guidance_scale, generator=make_generators(args.seeds),
             callback_on_step_end=reporter.on_step_end,
         )
-        # 4. Paste back through the soft mask: pixels outside it stay untouched.
+        # 3. Paste back through the applied mask: pixels outside it stay untouched.
         reporter.stage_changed("compositing", steps_run)
-        outputs = [paste_back(args.image, out, box, soft_mask) for out in result.images]
-        return GenerationOutput(images=outputs, seeds=args.seeds, width=image.width,
-                                height=image.height, mask_applied=soft_mask)
-
-    @staticmethod
-    def _region(soft_mask: Image.Image, args: InpaintInput) -> Box:
-        if args.inpaint_area == "full":
-            return Box(0, 0, soft_mask.width, soft_mask.height)
-        return masked_region(soft_mask, args.padding, args.width / args.height)
+        outputs = [region.paste(out) for out in result.images]
+        return GenerationOutput(images=outputs, seeds=args.seeds, width=args.image.width,
+                                height=args.image.height, mask_applied=region.applied_mask)

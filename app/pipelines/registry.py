@@ -31,6 +31,7 @@ from app.pipelines.device import Runtime, free_memory
 from app.pipelines.embedded import embedded_description, ensure_embedded_model, is_embedded
 from app.pipelines.families import (
     FAMILIES,
+    FAMILY_CONTEXT_DIM,
     SIDECAR_SUFFIX,
     Family,
     probe_diffusers_folder,
@@ -42,10 +43,10 @@ from app.pipelines.hub import hub_snapshot
 from app.pipelines.memory import pipeline_bytes
 from app.pipelines.schedulers import build_scheduler
 from app.pipelines.vaes import VAE_DIR_NAMES, VaeCache, VaeEntry, check_vae, discover_vaes
+from app.tasks import Task
 
 log = logging.getLogger("bildwerk.registry")
 
-Task = Literal["txt2img", "img2img", "inpaint"]
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 RESERVED_DIRS = {*VAE_DIR_NAMES, "loras", "lora", "Lora"}
 
@@ -96,10 +97,9 @@ class LoadedModel:
         its per-call state (interrupt flag, callbacks); ``vae`` swaps in another VAE for
         this request only."""
         base = self.pipelines.get(task)
-        if base is None:
-            raise InvalidInput(
-                f"model {self.entry.id!r} ({self.entry.variant}) cannot run {task}",
-                param="model")
+        if base is None:  # resolve_for refused this when the request was checked
+            raise BildwerkError(
+                f"model {self.entry.id!r} ({self.entry.variant}) cannot run {task}")
         pipe = copy.copy(base)
         pipe.scheduler = build_scheduler(scheduler, base.scheduler.config)
         if vae is not None:
@@ -113,9 +113,6 @@ def _is_sidecar(path: Path) -> bool:
         return False
     stem = path.name.removesuffix(SIDECAR_SUFFIX)
     return any(path.with_name(stem + s).exists() for s in CHECKPOINT_SUFFIXES)
-
-
-_FAMILY_CONTEXT = {"sd15": 768, "sd21": 1024, "sdxl": 2048}
 
 
 def main_task(entry: ModelEntry) -> Task:
@@ -278,7 +275,7 @@ class ModelRegistry:
         embedded = is_embedded(path)
         config_dir = path if fmt == "diffusers" else sidecar_config(path)
         context_dim = _context_dim(config_dir) if config_dir else \
-            _FAMILY_CONTEXT.get(probe.family)
+            FAMILY_CONTEXT_DIM.get(probe.family)
         layers_dir = config_dir or FAMILIES[probe.family].config_dir()
         return ModelEntry(
             id=model_id, path=path, format=fmt, family=probe.family, variant=probe.variant,
@@ -384,6 +381,11 @@ class ModelRegistry:
             self._loaded[entry.id] = loaded
         self._evict_until(self.budget_bytes, keep=entry.id)
         return loaded
+
+    def fit_budget(self, keep: str | None = None) -> None:
+        """Unload least-recently-used models (never ``keep``) until what is resident fits
+        the memory budget again, e.g. after adapters were added to a loaded model."""
+        self._evict_until(self.budget_bytes, keep=keep)
 
     def _evict_until(self, allowed_bytes: int, keep: str | None = None) -> None:
         """Unload least-recently-used models until the resident total fits."""

@@ -1,2 +1,2 @@
-"""Prompt handling (expansion, translation, styles). Not implemented yet: prompts are
-used as typed and recorded in ``records.prompt`` / ``records.prompt_used``."""
+"""Prompt handling: expansion (the offline expander, an optional local model, and the
+OpenAI/Gemini LLM expanders), translation, style presets, idea themes and exports."""

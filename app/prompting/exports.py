@@ -1,6 +1,6 @@
-"""Prompt batches as files: CSV with the seed tool's columns (title, description, metatags,
-prompt) and JSON Lines with every field. ``append_csv`` adds rows to an existing file the
-way ``main.py N --only-prompts`` did, writing the header only to a new or empty file.
+"""Prompt batches as files: CSV with the columns title, description, metatags, prompt,
+and JSON Lines with every field. ``append_csv`` adds rows to an existing file, writing the
+header only to a new or empty file.
 
 CSV cells that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``, tab, CR
 first) are prefixed with ``'`` (:func:`app.csv_cells.safe_cell`); JSON Lines keep the

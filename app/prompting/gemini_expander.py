@@ -2,11 +2,11 @@
 
 Flow: ``expand`` sends few-shot turns (user/model) and the request as ``contents``, the
 rules as ``system_instruction``, and ``response_mime_type="application/json"`` with
-:func:`gemini_schema` (:data:`~app.prompting.llm.ANSWER_SCHEMA` without
+:func:`gemini_schema` (:data:`~app.prompting.llm_answers.ANSWER_SCHEMA` without
 ``additionalProperties``, which Gemini's schema subset lacks, plus ``propertyOrdering`` and
 ``minItems``/``maxItems`` = count) through ``client.models.generate_content``. Sampling:
 ``temperature``, ``top_p``, ``top_k``, ``max_tokens`` (as ``max_output_tokens``) when set,
-``seed`` and ``candidate_count=1``. :func:`app.prompting.llm.run_with_retry` parses, repairs
+``seed`` and ``candidate_count=1``. :func:`app.prompting.llm_calls.run_with_retry` parses, repairs
 and asks once more (the bad answer as the model's turn plus a corrective user turn).
 
 The client is built like :mod:`app.providers.gemini` (``base_url``, API version ``v1beta``,
@@ -23,19 +23,19 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from app.prompting.llm import (
-    ANSWER_SCHEMA,
-    ChatExpander,
+from app.prompting.chat_expander import ChatExpander
+from app.prompting.fewshot import FewShot
+from app.prompting.llm_answers import ANSWER_SCHEMA
+from app.prompting.llm_calls import (
     Correction,
     ExpanderError,
-    FewShot,
     LLMAnswer,
     Reply,
-    Sampling,
+    SamplingOptions,
     run_with_retry,
     scrub,
-    user_message,
 )
+from app.prompting.llm_messages import user_message
 from app.prompting.styles import StylePreset
 from app.providers.gemini import _TIMEOUTS, _TRANSPORT, developer_client, gemini_usage
 
@@ -77,7 +77,7 @@ class GeminiExpander(ChatExpander):
         self.backoff_s = max(0.0, backoff_s)
 
     def expand(self, idea: str, *, style: StylePreset | None, count: int, seed: int,
-               sampling: Sampling) -> LLMAnswer:
+               sampling: SamplingOptions) -> LLMAnswer:
         from google.genai import types
 
         idea = self._checked(idea, count)

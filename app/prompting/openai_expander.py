@@ -3,7 +3,7 @@
 Flow: ``expand`` builds ``[system, few-shot user/assistant pairs..., user]`` and calls
 ``chat.completions.create`` with ``response_format={"type": "json_schema", "json_schema":
 {"name": "prompt_expansions", "strict": True, "schema": ANSWER_SCHEMA}}`` and ``seed``;
-:func:`app.prompting.llm.run_with_retry` parses, repairs and asks once more when the answer
+:func:`app.prompting.llm_calls.run_with_retry` parses, repairs and asks once more when the answer
 is malformed (the retry appends the bad answer as the assistant's turn and a corrective
 user message). Sampling: ``temperature``, ``top_p`` and ``max_tokens`` (sent as
 ``max_completion_tokens``) are sent when set; OpenAI chat has no ``top_k``, so it is ignored.
@@ -19,18 +19,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.prompting.llm import (
-    ANSWER_SCHEMA,
-    ChatExpander,
+from app.prompting.chat_expander import ChatExpander
+from app.prompting.llm_answers import ANSWER_SCHEMA
+from app.prompting.llm_calls import (
     Correction,
     ExpanderError,
     LLMAnswer,
     Reply,
-    Sampling,
+    SamplingOptions,
     run_with_retry,
     scrub,
-    user_message,
 )
+from app.prompting.llm_messages import user_message
 from app.prompting.styles import StylePreset
 
 RESPONSE_FORMAT = {"type": "json_schema", "json_schema": {
@@ -43,7 +43,7 @@ class OpenAIExpander(ChatExpander):
     label = "OpenAI chat"
 
     def expand(self, idea: str, *, style: StylePreset | None, count: int, seed: int,
-               sampling: Sampling) -> LLMAnswer:
+               sampling: SamplingOptions) -> LLMAnswer:
         idea = self._checked(idea, count)
         style_name = style.name if style else None
         messages: list[dict[str, str]] = [

@@ -3,7 +3,9 @@ Hugging Face Inference, Gemini) here, and local diffusers through the same shape
 
 A provider says what it can do (:class:`Capabilities`), whether it is usable right now
 and why not (:class:`Availability`, never revealing a secret), and runs txt2img /
-inpaint / img2img requests synchronously; the service runs it on a worker thread.
+inpaint / img2img requests synchronously; the service runs it on a worker thread. (The
+local provider only describes itself: local work runs as jobs through the HTTP routes,
+and its ``generate`` refuses.)
 
 Errors are ``ProviderError`` (502), ``ProviderTimeout`` (504) and ``ProviderRefused``
 (422), defined with every other domain exception in :mod:`app.errors` and re-exported
@@ -15,15 +17,14 @@ from __future__ import annotations
 import io
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Literal
 
 from PIL import Image
 
 from app.errors import ProviderError, ProviderRefused, ProviderTimeout
+from app.tasks import Task
 
 __all__ = ["ProviderError", "ProviderRefused", "ProviderTimeout"]  # re-exported
 
-Task = Literal["txt2img", "inpaint", "img2img"]
 
 
 @dataclass(frozen=True)

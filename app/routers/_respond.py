@@ -9,8 +9,8 @@ from fastapi.responses import JSONResponse, Response
 from app.persistence.blobs import BlobStore
 from app.schemas.errors import BAD_BODY, error_responses
 from app.schemas.jobs import JobStatus
+from app.services.admission import Accepted
 from app.services.jobs import JobService
-from app.services.submission import Accepted
 
 RESPOND_ASYNC = "respond-async"
 
@@ -48,17 +48,19 @@ def wants_png(request: Request) -> bool:
 
 
 async def job_response(request: Request, accepted: Accepted, jobs: JobService,
-                       blobs: BlobStore, timeout: float) -> Response:
+                       blobs: BlobStore, timeout: float):
+    """202 with the job's status (``Prefer: respond-async``), the first image's bytes
+    (``Accept: image/png``), or the typed result, which the route declares."""
     job = accepted.job
     if wants_async(request):
         return JSONResponse(
             jsonable_encoder(JobService.job_status(job)), status_code=202,
             headers={"Location": f"/jobs/{job.id}", "Preference-Applied": RESPOND_ASYNC})
     result = await jobs.wait_result(job, timeout, request.is_disconnected)
-    images = result.get("images") or result.get("frames") or []
+    images = getattr(result, "images", None) or getattr(result, "frames", None) or []
     if wants_png(request) and images:
         first = images[0]
-        return Response(blobs.read(first["sha256"]), media_type="image/png", headers={
+        return Response(blobs.read(first.sha256), media_type="image/png", headers={
             "X-Bildwerk-Job-Id": job.id, "X-Bildwerk-Record-Id": accepted.record_id,
-            "X-Bildwerk-Seed": str(first["seed"])})
-    return JSONResponse(result)
+            "X-Bildwerk-Seed": str(first.seed)})
+    return result  # the route's response_model (GenerationResult, SequenceResult) applies

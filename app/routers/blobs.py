@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 
-from app.deps import BlobsDep, JobsDep, PrincipalDep, RecordsDep
+from app.deps import BlobsDep, JobsDep, RecordsDep
 from app.errors import NotFound
 from app.schemas.errors import error_responses
+from app.security.auth import PrincipalDep
 
 router = APIRouter(prefix="/blobs", tags=["blobs"])
 

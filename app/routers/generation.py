@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from app.deps import BlobsDep, ClientDep, GenerationDep, JobsDep, SettingsDep
-from app.routers._body import inline_schema, parse_body
+from app.routers._body import parse_body, request_body
 from app.routers._respond import GENERATION_RESPONSES, job_response
 from app.schemas.generation import (
     INPAINT_EXAMPLES,
@@ -36,28 +36,8 @@ async def txt2img(body: Annotated[Txt2ImgRequest, Body(openapi_examples=TXT2IMG_
     return await job_response(request, accepted, jobs, blobs, settings.sync_timeout_s)
 
 
-_INPAINT_BODY = {
-    "required": True,
-    "content": {
-        "application/json": {
-            "schema": inline_schema(InpaintRequest),
-            "examples": INPAINT_EXAMPLES},
-        "multipart/form-data": {"schema": {
-            "type": "object", "required": ["prompt", "image", "mask"],
-            "properties": {
-                "prompt": {"type": "string"}, "negative_prompt": {"type": "string"},
-                "image": {"type": "string", "format": "binary"},
-                "mask": {"type": "string", "format": "binary"},
-                "steps": {"type": "integer"}, "seed": {"type": "integer"},
-                "guidance_scale": {"type": "number"}, "strength": {"type": "number"},
-                "mask_blur": {"type": "integer"}, "padding": {"type": "integer"},
-                "inpaint_area": {"type": "string", "enum": ["masked", "full"]},
-                "invert_mask": {"type": "boolean"}, "scheduler": {"type": "string"},
-                "model": {"type": "string"}, "num_images": {"type": "integer"},
-                "width": {"type": "integer"}, "height": {"type": "integer"},
-            }}},
-    },
-}
+_INPAINT_BODY = request_body(InpaintRequest, files=("image", "mask"),
+                             examples=INPAINT_EXAMPLES)
 
 
 @router.post("/inpaint", response_model=GenerationResult, responses=GENERATION_RESPONSES,

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Request
 from fastapi.encoders import jsonable_encoder
 from sse_starlette import EventSourceResponse
 
-from app.deps import JobsDep, PrincipalDep
+from app.deps import JobsDep
 from app.schemas.errors import error_responses
 from app.schemas.jobs import JobStatus
+from app.security.auth import PrincipalDep
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 _NOT_FOUND = error_responses(_404="Unknown job.")

@@ -54,6 +54,5 @@ async def kiosk_inpainting(body: Annotated[KioskInpaintRequest,
                                        "inpainting")
     result = await jobs.wait_result(accepted.job, settings.sync_timeout_s,
                                     http_request.is_disconnected)
-    first = result["images"][0]
-    return Response(blobs.read(first["sha256"]), media_type="image/png",
+    return Response(blobs.read(result.images[0].sha256), media_type="image/png",
                     headers={"X-Bildwerk-Record-Id": accepted.record_id})

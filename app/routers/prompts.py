@@ -14,7 +14,7 @@ from app.schemas.errors import BAD_BODY, FORBIDDEN, error_responses
 from app.schemas.prompts import (
     PROMPT_EXPAND_EXAMPLES,
     PromptExpandRequest,
-    PromptExpandResult,
+    PromptResult,
 )
 
 router = APIRouter(tags=["prompts"])
@@ -23,11 +23,11 @@ ExportFormat = Literal["json", "csv", "jsonl"]
 
 
 @router.post(
-    "/prompt-expand", response_model=PromptExpandResult, summary="Expand an idea into prompts",
+    "/prompt-expand", response_model=PromptResult, summary="Expand an idea into prompts",
     responses={**FORBIDDEN, 200: {"content": {
         "text/csv": {"schema": {"type": "string"}},
         "application/x-ndjson": {"schema": {"type": "string"}}},
-        "description": "The prompts (JSON), or with `format=csv` the seed tool's columns "
+        "description": "The prompts (JSON), or with `format=csv` a CSV with the columns "
                        "title, description, metatags, prompt (a text cell starting "
                        "with `=`, `+`, `-`, `@`, tab or CR gets a leading `'`, so "
                        "spreadsheets show it as text), or with `format=jsonl` one "
@@ -51,12 +51,10 @@ async def prompt_expand(
     (structured JSON output; malformed answers are repaired or retried once, then the local
     expander answers). Every expansion is recorded (`GET /records?endpoint=prompt-expand`)."""
     result = await run_in_threadpool(prompts.expand, body, client)
-    headers = {"X-Bildwerk-Record-Id": result["record_id"]}
-    if format == "csv":
-        return Response(to_csv(result["prompts"]), media_type="text/csv; charset=utf-8",
-                        headers=headers)
-    if format == "jsonl":
-        return Response(to_jsonl(result["prompts"]), media_type="application/x-ndjson",
-                        headers=headers)
-    return JSONResponse(PromptExpandResult.model_validate(result).model_dump(mode="json"),
-                        headers=headers)
+    headers = {"X-Bildwerk-Record-Id": result.record_id}
+    if format in ("csv", "jsonl"):
+        rows = [p.model_dump(mode="json") for p in result.prompts]
+        text, media_type = ((to_csv(rows), "text/csv; charset=utf-8") if format == "csv"
+                            else (to_jsonl(rows), "application/x-ndjson"))
+        return Response(text, media_type=media_type, headers=headers)
+    return JSONResponse(result.model_dump(mode="json"), headers=headers)

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, Query
 
-from app.deps import PrincipalDep, RecordsDep
+from app.deps import RecordsDep
 from app.persistence.records import RecordFilter
 from app.schemas.errors import BAD_BODY, error_responses
 from app.schemas.records import (
@@ -19,7 +19,7 @@ from app.schemas.records import (
     Record,
     RecordPage,
 )
-from app.security.auth import require
+from app.security.auth import PrincipalDep, require
 
 # app/main.py lets `read` or `generate` keys into this router; reading records needs
 # `read`, feedback either (kiosk staff tablets and the Blender add-on hold generate keys).

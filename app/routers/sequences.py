@@ -9,31 +9,16 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from app.deps import BlobsDep, ClientDep, JobsDep, SequencesDep, SettingsDep
-from app.routers._body import inline_schema, parse_body
+from app.routers._body import parse_body, request_body
 from app.routers._respond import GENERATION_RESPONSES, job_response
-from app.schemas.sequences import IMG2SEQ_EXAMPLES, Img2SeqRequest, Img2SeqResult
+from app.schemas.sequences import IMG2SEQ_EXAMPLES, Img2SeqRequest, SequenceResult
 
 router = APIRouter(tags=["generation"])
 
-_BODY = {
-    "required": True,
-    "content": {
-        "application/json": {
-            "schema": inline_schema(Img2SeqRequest),
-            "examples": IMG2SEQ_EXAMPLES},
-        "multipart/form-data": {"schema": {
-            "type": "object", "required": ["image"],
-            "description": "The JSON fields as form fields; `image` as a file; lists and "
-                           "objects (prompt_schedule, strength schedules, motion, packages) "
-                           "as JSON text or repeated fields.",
-            "properties": {"image": {"type": "string", "format": "binary"},
-                           "prompt": {"type": "string"}, "frames": {"type": "integer"},
-                           "packages": {"type": "array", "items": {"type": "string"}}}}},
-    },
-}
+_BODY = request_body(Img2SeqRequest, files=("image",), examples=IMG2SEQ_EXAMPLES)
 
 
-@router.post("/img2seq", response_model=Img2SeqResult, responses=GENERATION_RESPONSES,
+@router.post("/img2seq", response_model=SequenceResult, responses=GENERATION_RESPONSES,
              summary="One image into an image sequence", openapi_extra={"requestBody": _BODY})
 async def img2seq(request: Request, sequences: SequencesDep, jobs: JobsDep, blobs: BlobsDep,
                   settings: SettingsDep, client: ClientDep) -> Response:

@@ -67,7 +67,8 @@ class PromptExpandRequest(Sampling):
 
 
 class ExpandedPrompt(BaseModel):
-    """One prompt, with the seed tool's columns (title, description, metatags, prompt)."""
+    """One prompt. The CSV export (``format=csv``) keeps the columns title, description,
+    metatags, prompt."""
 
     scene: int = Field(..., description="Index of the scene (0 for a single idea).")
     title: str
@@ -86,7 +87,7 @@ class ExpandedPrompt(BaseModel):
                          description="Generation parameters the style recommends.")
 
 
-class PromptExpandResult(BaseModel):
+class PromptResult(BaseModel):
     record_id: str
     provider: str = Field(..., description="Who answered (after any fallback).")
     requested_provider: str

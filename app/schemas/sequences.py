@@ -116,7 +116,7 @@ class PackageOut(BaseModel):
     size: int
 
 
-class Img2SeqResult(ResultBase):
+class SequenceResult(ResultBase):
     """A finished (or, with status cancelled, partial) image sequence."""
 
     frames: list[FrameOut]

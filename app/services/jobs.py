@@ -9,11 +9,11 @@ from collections.abc import Awaitable, Callable
 from app.errors import BildwerkError, ClientGone, Conflict, JobTimeout, NotFound
 from app.jobs.job import Job
 from app.jobs.queue import JobQueue
-from app.persistence.orm import RecordRow
 from app.persistence.records import RecordRepository
+from app.services.results import status_from_record
 
 
-class JobError(BildwerkError):
+class JobFailed(BildwerkError):
     """A job's own failure, re-raised to a waiting synchronous caller."""
 
     def __init__(self, code: str, message: str, status_code: int, param: str | None) -> None:
@@ -22,71 +22,6 @@ class JobError(BildwerkError):
         self.status_code = status_code
 
 
-def result_from_record(row: RecordRow) -> dict:
-    params = row.params or {}
-    if row.endpoint == "img2seq":
-        return _sequence_from_record(row)
-    return {
-        "job_id": row.job_id, "record_id": row.id, "status": row.status,
-        "endpoint": row.endpoint, "provider": row.provider, "model": row.model or "",
-        "images": [{"sha256": o.sha256, "url": f"/blobs/{o.sha256}", "width": o.width,
-                    "height": o.height, "seed": o.seed, "content_type": "image/png"}
-                   for o in row.outputs],
-        "prompt": row.prompt_used or row.prompt, "negative_prompt": row.negative_prompt or "",
-        "parameters": params, "timings": row.timings or {},
-        "mask_applied": ({"sha256": row.mask_applied_sha256,
-                          "url": f"/blobs/{row.mask_applied_sha256}"}
-                         if row.mask_applied_sha256 else None),
-    }
-
-
-def _sequence_from_record(row: RecordRow) -> dict:
-    params = row.params or {}
-    frames = [o for o in row.outputs if o.kind == "frame"]
-    blends = [_split_blend(o.prompt or "") for o in frames]
-    return {
-        "job_id": row.job_id, "record_id": row.id, "status": row.status,
-        "endpoint": row.endpoint, "provider": row.provider, "model": row.model or "",
-        "frames": [{"index": i, "name": o.name, "sha256": o.sha256, "url": f"/blobs/{o.sha256}",
-                    "width": o.width, "height": o.height, "seed": o.seed,
-                    "strength": o.strength, "prompt": p, "prompt_to": to, "prompt_weight": w}
-                   for i, (o, (p, to, w)) in enumerate(zip(frames, blends, strict=True))],
-        "packages": [{"kind": o.name.rsplit(".", 1)[-1] if o.name else "", "name": o.name,
-                      "sha256": o.sha256, "url": f"/blobs/{o.sha256}",
-                      "content_type": o.content_type, "size": 0}
-                     for o in row.outputs if o.kind == "package"],
-        "fps": params.get("fps", 8), "parameters": params, "timings": row.timings or {},
-    }
-
-
-def _split_blend(text: str) -> tuple[str, str | None, float]:
-    """Undo the record's ``"a -> b @ 0.2500"`` notation for a blended frame prompt."""
-    if " -> " in text and " @ " in text:
-        head, weight = text.rsplit(" @ ", 1)
-        start, end = head.split(" -> ", 1)
-        try:
-            value = float(weight)
-        except ValueError:  # a prompt the user typed that merely looks like the notation
-            return text, None, 0.0
-        if 0.0 <= value <= 1.0 and len(weight) == 6:  # written as f"{w:.4f}"
-            return start, end, value
-    return text, None, 0.0
-
-
-def status_from_record(row: RecordRow) -> dict:
-    data = {
-        "job_id": row.job_id, "record_id": row.id, "endpoint": row.endpoint,
-        "status": row.status, "stage": row.status, "progress": {"step": 0, "total": 0},
-        "created_at": row.created_at, "started_at": row.started_at,
-        "finished_at": row.finished_at, "result": None, "error": None,
-    }
-    if row.status == "succeeded" or (row.status in ("cancelled", "interrupted")
-                                     and row.outputs):  # the frames a sequence finished
-        data["result"] = result_from_record(row)
-    if row.error_code:
-        data["error"] = {"code": row.error_code, "message": row.error_message or "",
-                         "param": None}
-    return data
 
 
 class JobService:
@@ -177,5 +112,5 @@ class JobService:
             return job.result  # a partial result (e.g. the frames finished before cancel)
         err = job.error
         if err is None:
-            raise JobError("internal_error", f"job ended {job.status}", 500, None)
-        raise JobError(err.code, err.message, err.status_code, err.param)
+            raise JobFailed("internal_error", f"job ended {job.status}", 500, None)
+        raise JobFailed(err.code, err.message, err.status_code, err.param)

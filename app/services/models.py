@@ -8,7 +8,7 @@ import uuid
 
 from app.jobs.job import Job
 from app.jobs.queue import JobQueue
-from app.pipelines.adapters import LoraCatalog
+from app.pipelines.lora_catalog import LoraCatalog
 from app.pipelines.merge import MergeSpec, check_merge, merge, taken
 from app.pipelines.registry import ModelEntry, ModelRegistry
 from app.schemas.models import MergeRequest

@@ -36,14 +36,14 @@ from app.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-from app.limits import caller_key, check_prompt_lengths
 from app.persistence.records import NewRecord, RecordRepository
-from app.prompting.llm import ExpanderError, LLMAnswer, Sampling
+from app.prompting.llm_calls import ExpanderError, LLMAnswer, SamplingOptions
 from app.prompting.local_expander import Expansion, expand_locally
 from app.prompting.styles import StyleBook, StylePreset
 from app.prompting.translate import Translation, TranslationChain
+from app.request_limits import caller_key, check_prompt_lengths
 from app.schemas.generation import MAX_SEED
-from app.schemas.prompts import MAX_PROMPTS, MAX_SCENES, PromptExpandRequest
+from app.schemas.prompts import MAX_PROMPTS, MAX_SCENES, PromptExpandRequest, PromptResult
 
 log = logging.getLogger("bildwerk.prompts")
 
@@ -57,7 +57,7 @@ class LLMExpander(Protocol):
     def available(self) -> tuple[bool, str | None]: ...
 
     def expand(self, idea: str, *, style: StylePreset | None, count: int, seed: int,
-               sampling: Sampling) -> LLMAnswer: ...
+               sampling: SamplingOptions) -> LLMAnswer: ...
 
 
 @dataclass
@@ -148,7 +148,7 @@ class PromptService:
         return [self.styles.get(name) for name in self.styles.names()]
 
     # -- POST /prompt-expand (threadpool thread) ------------------------------------------
-    def expand(self, req: PromptExpandRequest, client: dict | None = None) -> dict:
+    def expand(self, req: PromptExpandRequest, client: dict | None = None) -> PromptResult:
         check_prompt_lengths(req, self.settings.max_prompt_chars)  # idea; script 10x
         if self.owners is None:
             return self._expand(req, client)
@@ -156,7 +156,7 @@ class PromptService:
         with self.owners.holding(caller_key(client.get("key_id"), client.get("host"))):
             return self._expand(req, client)
 
-    def _expand(self, req: PromptExpandRequest, client: dict | None) -> dict:
+    def _expand(self, req: PromptExpandRequest, client: dict | None) -> PromptResult:
         style = self.styles.get(req.style) if req.style else None
         scenes = [req.idea.strip()] if req.idea is not None else split_script(req.script or "")
         if not scenes or not all(scenes):
@@ -202,14 +202,14 @@ class PromptService:
             prompt_translated="\n".join(translated) if translated else None,
             prompt_expanded="\n".join(p["prompt"] for p in prompts),
             timings={"total_s": round(time.perf_counter() - started, 4)})
-        return {"record_id": record_id, "provider": outcome.provider,
-                "requested_provider": requested, "seed": seed, "prompts": prompts,
-                "attempts": outcome.attempts, "usage": outcome.usage}
+        return PromptResult(record_id=record_id, provider=outcome.provider,
+                            requested_provider=requested, seed=seed, prompts=prompts,
+                            attempts=outcome.attempts, usage=outcome.usage)
 
     def _expand_scenes(self, req: PromptExpandRequest, scenes: list[str],
                        style: StylePreset | None, count: int, seed: int,
                        requested: str) -> tuple[list[SceneResult], Outcome]:
-        sampling = Sampling(temperature=req.temperature, top_p=req.top_p, top_k=req.top_k,
+        sampling = SamplingOptions(temperature=req.temperature, top_p=req.top_p, top_k=req.top_k,
                             max_tokens=req.max_tokens)
         results: list[SceneResult] = []
         providers: list[str] = []
@@ -256,7 +256,7 @@ class PromptService:
                                          source=language.lower() if language else None)
 
     def run_expanders(self, idea: str, *, style: StylePreset | None, count: int, seed: int,
-                      provider: str, sampling: Sampling, fallback: bool = True) -> Outcome:
+                      provider: str, sampling: SamplingOptions, fallback: bool = True) -> Outcome:
         """The requested expander, then the local one; every attempt is recorded."""
         attempts: list[dict] = []
         if provider != LOCAL:
@@ -291,7 +291,7 @@ class PromptService:
         return Outcome(expansions, LOCAL, attempts)
 
     def _local(self, idea: str, style: StylePreset | None, count: int, seed: int,
-               sampling: Sampling) -> list[Expansion]:
+               sampling: SamplingOptions) -> list[Expansion]:
         kwargs: dict[str, Any] = {}
         if self.local_model is not None:
             kwargs = {"model": self.local_model, "temperature": sampling.temperature,
@@ -326,7 +326,7 @@ class PromptService:
         if expand:
             outcome = self.run_expanders(out.prompt, style=preset, count=1, seed=seed,
                                          provider=self.settings.prompt_provider,
-                                         sampling=Sampling())
+                                         sampling=SamplingOptions())
             first = outcome.expansions[0]
             out.expanded = out.prompt = first.prompt
             if not negative_prompt.strip():
@@ -357,8 +357,8 @@ def build_prompt_service(settings: Settings, records: RecordRepository,
                          owners: Any = None) -> PromptService:
     """Styles, the translation chain, the LLM expanders and the optional local model, as
     the settings say."""
+    from app.prompting.fewshot import FewShot
     from app.prompting.gemini_expander import GeminiExpander
-    from app.prompting.llm import FewShot
     from app.prompting.local_model import LocalPromptModel
     from app.prompting.openai_expander import OpenAIExpander
     from app.prompting.translate import build_chain

@@ -1,14 +1,11 @@
 """Running txt2img and inpaint on a remote provider, with the same guarantees as local
-generation: inpaint crops the masked region (with padding) at a size the provider
-accepts and pastes the answer back through the blurred mask, so every pixel outside it
-is the input's, bit for bit."""
+generation: inpaint goes through the same :class:`InpaintRegion` as local inpaint, cropped
+at a size the provider accepts and pasted back through the blurred mask, so every pixel
+outside it is the input's, bit for bit."""
 
 from __future__ import annotations
 
-from PIL import Image
-
-from app.imaging.geometry import Box, masked_region, paste_back
-from app.imaging.masks import blur_mask
+from app.imaging.inpaint_region import InpaintRegion
 from app.pipelines.requests import GenerationOutput, InpaintInput, Txt2ImgInput
 from app.providers.base import Provider, RemoteRequest, RemoteResult
 
@@ -36,19 +33,16 @@ def _inpaint(provider: Provider, args: InpaintInput,
              model: str | None) -> tuple[GenerationOutput, RemoteResult]:
     size_for = getattr(provider, "size_for", None)
     size = size_for(model, args.width, args.height) if size_for else (args.width, args.height)
-    soft = blur_mask(args.mask, args.mask_blur)
-    box = (masked_region(soft, args.padding, size[0] / size[1])
-           if args.inpaint_area == "masked" else Box(0, 0, *args.image.size))
-    crop = args.image.convert("RGB").crop(box.as_tuple()).resize(size,
-                                                                 Image.Resampling.LANCZOS)
-    crop_mask = args.mask.crop(box.as_tuple()).resize(size, Image.Resampling.NEAREST)
+    region = InpaintRegion.from_mask(args.image, args.mask, size, blur=args.mask_blur,
+                                     padding=args.padding, area=args.inpaint_area)
     result = provider.generate(RemoteRequest(
         "inpaint", args.prompt, args.negative_prompt, size[0], size[1],
-        num_images=len(args.seeds), seed=args.seeds[0], model=model, image=crop,
-        mask=crop_mask, strength=args.strength, guidance_scale=args.guidance_scale,
-        steps=args.steps))
+        num_images=len(args.seeds), seed=args.seeds[0], model=model, image=region.crop(),
+        mask=region.crop_binary_mask(), strength=args.strength,
+        guidance_scale=args.guidance_scale, steps=args.steps))
     items = result.images[:len(args.seeds)]
-    outputs = [paste_back(args.image, item.image, box, soft) for item in items]
+    outputs = [region.paste(item.image) for item in items]
     return GenerationOutput(images=outputs, seeds=args.seeds[:len(outputs)],
                             width=args.image.width, height=args.image.height,
-                            mask_applied=soft, flags=[list(i.flags) for i in items]), result
+                            mask_applied=region.applied_mask,
+                            flags=[list(i.flags) for i in items]), result

@@ -13,18 +13,13 @@ from diffusers import StableDiffusionPipeline
 
 from app.errors import InvalidInput
 from app.pipelines.embedded import build_tiny_sd15
-from app.pipelines.loras import (
-    LoraEntry,
-    LoraManager,
-    check_compatible,
-    discover_loras,
-    probe_lora,
-)
+from app.pipelines.lora_files import LoraEntry, check_compatible, discover_loras, probe_lora
+from app.pipelines.lora_weights import LoraManager
 from tests.utils.loras import sdxl_kohya_shapes, write_header_only_safetensors, write_tiny_lora
 
 MODEL_KEY = "tiny"
-# PEFT warns on each further adapter in a module; app.pipelines.loras silences it, but pytest
-# resets warning filters per test.
+# PEFT warns on each further adapter in a module; app.pipelines.lora_weights silences it, but
+# pytest resets warning filters per test.
 pytestmark = pytest.mark.filterwarnings("ignore:Already found a `peft_config`:UserWarning")
 
 

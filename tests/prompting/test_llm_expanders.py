@@ -13,17 +13,11 @@ from typing import Any
 
 import pytest
 
+from app.prompting.fewshot import FewShot
 from app.prompting.gemini_expander import GeminiExpander
-from app.prompting.llm import (
-    ANSWER_SCHEMA,
-    ExpanderError,
-    FewShot,
-    Sampling,
-    parse_answer,
-    system_prompt,
-    to_expansions,
-    user_message,
-)
+from app.prompting.llm_answers import ANSWER_SCHEMA, parse_answer, to_expansions
+from app.prompting.llm_calls import ExpanderError, SamplingOptions
+from app.prompting.llm_messages import system_prompt, user_message
 from app.prompting.openai_expander import OpenAIExpander
 from app.prompting.styles import StyleBook
 from app.prompting.vocab import MAX_CONTENT_TOKENS, count_tokens, load_negative_presets
@@ -105,7 +99,7 @@ def gm(servers, fewshot) -> Backend:
     return fresh("gemini", servers, fewshot)
 
 
-def expand(expander, style=None, count=3, seed=10, sampling=Sampling(), idea=WISH):
+def expand(expander, style=None, count=3, seed=10, sampling=SamplingOptions(), idea=WISH):
     return expander.expand(idea, style=style, count=count, seed=seed, sampling=sampling)
 
 
@@ -143,7 +137,7 @@ def test_openai_metatags_are_cleaned_and_an_empty_negative_gets_the_general_pres
 
 def test_openai_request_carries_schema_sampling_seed_and_few_shot(oa, book):
     expand(oa.expander(), style=book.get("satellite-map"), count=2, seed=42,
-           sampling=Sampling(temperature=0.8, top_p=0.9, top_k=40, max_tokens=700))
+           sampling=SamplingOptions(temperature=0.8, top_p=0.9, top_k=40, max_tokens=700))
     sent = oa.fake.received[0]
     body = sent["body"]
     assert sent["path"] == "/v1/chat/completions"
@@ -176,7 +170,7 @@ def test_openai_unset_sampling_is_not_sent(oa):
 
 def test_gemini_request_carries_schema_sampling_seed_and_few_shot(gm, book):
     answer = expand(gm.expander(), style=book.get("blender-render"), count=2, seed=7,
-                    sampling=Sampling(temperature=0.6, top_p=0.95, top_k=32, max_tokens=900))
+                    sampling=SamplingOptions(temperature=0.6, top_p=0.95, top_k=32, max_tokens=900))
     (sent,) = gm.fake.received
     assert sent.path == "/v1beta/models/gemini-2.5-flash:generateContent"
     assert sent.headers["x-goog-api-key"] == GEMINI_KEY

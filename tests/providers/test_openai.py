@@ -103,24 +103,3 @@ def test_refusals_and_availability():
             provider(fake).generate(RemoteRequest("txt2img", "x", model="dall-e-9"))
         assert fake.received == []
 
-
-def test_local_diffusers_implements_the_same_interface(tmp_path):
-    from app.pipelines.device import resolve_runtime
-    from app.pipelines.registry import ModelRegistry
-    from app.providers.local import LocalProvider
-
-    registry = ModelRegistry(tmp_path / "models", tmp_path / "embedded" / "tiny", "tiny",
-                             resolve_runtime("cpu"))
-    registry.refresh()
-    local = LocalProvider(registry)
-    assert local.availability().usable and local.capabilities().models == ("tiny",)
-    request = RemoteRequest("txt2img", "a map", width=64, height=64, seed=3, steps=2,
-                            num_images=2)
-    first, again = local.generate(request), local.generate(request)
-    assert [im.seed for im in first.images] == [3, 4] and first.model == "tiny"
-    assert first.images[0].image.tobytes() == again.images[0].image.tobytes()
-    mask = Image.new("L", (64, 64), 0)
-    ImageDraw.Draw(mask).rectangle((10, 10, 30, 30), fill=255)
-    edited = local.generate(RemoteRequest("inpaint", "x", width=64, height=64, steps=2,
-                                          image=first.images[0].image, mask=mask))
-    assert edited.images[0].image.size == (64, 64)

@@ -4,7 +4,7 @@ and a typed prompt that looks like the record's blend notation. None may be a 50
 
 from __future__ import annotations
 
-from app.services.jobs import _split_blend
+from app.services.results import _split_blend
 from tests.security.conftest import bearer, make_key
 
 

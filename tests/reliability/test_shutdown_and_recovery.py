@@ -80,7 +80,8 @@ def test_a_job_still_running_after_the_grace_is_interrupted_and_recorded(make_cl
 
 def test_a_waiting_synchronous_client_gets_an_answer_when_its_job_is_interrupted(make_client):
     client = make_client(shutdown_grace_s=0.2)
-    client.post("/txt2img", json=SLOW, headers=ASYNC)
+    slow = client.post("/txt2img", json=SLOW, headers=ASYNC).json()["job_id"]
+    wait_for_job(client, slow, until=lambda s: s["status"] == "running")
     answers: list = []
     waiter = threading.Thread(target=lambda: answers.append(client.post("/txt2img", json=FAST)))
     waiter.start()

@@ -1,5 +1,6 @@
-"""Remote providers behind the same endpoints: OpenAI, Hugging Face and Gemini (their real
-SDKs against our fake servers on 127.0.0.1), fallback chains, records, and secrets."""
+"""Providers behind the same endpoints: local diffusers, and OpenAI, Hugging Face and
+Gemini (their real SDKs against our fake servers on 127.0.0.1), fallback chains, records,
+and secrets."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import numpy as np
 import pytest
 from huggingface_hub import constants as hf_constants
 
+from app.providers.base import ProviderRefused, RemoteRequest
+from app.providers.local import LocalProvider
 from tests.fakes import hf_server
 from tests.fakes.gemini_server import fake_gemini
 from tests.fakes.openai_server import Scripted, fake_openai
@@ -42,6 +45,24 @@ def test_providers_lists_capabilities_and_reasons_without_secrets(openai_client)
     assert not listed["hf"]["usable"] and listed["hf"]["reason"]
     assert listed["gemini"]["reason"] == "GEMINI_API_KEY not set"
     assert KEY not in json.dumps(listed)
+
+
+def test_local_diffusers_is_a_provider_whose_work_runs_through_the_routes(client):
+    listed = {p["name"]: p for p in client.get("/providers").json()}
+    assert listed["local"]["usable"] and "tiny-sd15" in listed["local"]["models"]
+    batch = {**FAST, "provider": "local", "seed": 3, "num_images": 2, "steps": 2}
+    first, again = (client.post("/txt2img", json=batch).json() for _ in range(2))
+    assert first["provider"] == "local" and first["model"] == "tiny-sd15"
+    assert [im["seed"] for im in first["images"]] == [3, 4]
+    assert first["images"][0]["sha256"] == again["images"][0]["sha256"]
+    image = decode(client.get(first["images"][0]["url"]).content)
+    r = client.post("/inpaint", json={**FAST, "provider": "local", "steps": 2,
+                                      "image": data_url(image),
+                                      "mask": data_url(box_mask((64, 64), (10, 10, 30, 30)))})
+    assert r.status_code == 200 and r.json()["provider"] == "local", r.text
+    assert decode(client.get(r.json()["images"][0]["url"]).content).size == (64, 64)
+    with pytest.raises(ProviderRefused, match="HTTP routes"):  # no second, unqueued path
+        LocalProvider(registry=None).generate(RemoteRequest("txt2img", "x"))  # type: ignore[arg-type]
 
 
 def test_txt2img_on_openai_says_who_made_it_and_records_usage(openai_client):

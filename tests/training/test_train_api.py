@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from tests.utils.images import decode, pixels
+from training.config import TrainConfig
 from training.dataset import export_records
 from training.register import register_output
-from training.trainer import TrainConfig, train
+from training.trainer import train
 
 FAST = {"steps": 3, "width": 64, "height": 64, "seed": 5}
 

@@ -14,8 +14,9 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from training.config import TrainConfig
 from training.register import register_output
-from training.trainer import TrainConfig, train
+from training.trainer import train
 
 FAST = dict(resolution=64, progress=False, learning_rate=1e-2)
 
@@ -85,7 +86,7 @@ def outputs(pipe) -> tuple[torch.Tensor, torch.Tensor]:
 def test_lora_trains_logs_validates_and_loads_into_the_pipeline(base, dataset, tmp_path):
     from diffusers import StableDiffusionPipeline
 
-    from app.pipelines.loras import probe_lora
+    from app.pipelines.lora_files import probe_lora
 
     seen: list[dict] = []
     out = tmp_path / "out" / "my-style.safetensors"

@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[3/5] base -> {base}", flush=True)
     build_base(base, vae_dir, seed=args.seed)
 
-    from training.trainer import TrainConfig, train
+    from training.config import TrainConfig
+    from training.trainer import train
 
     output = work / "trained"
     print(f"[4/5] trainer: {args.steps} steps, batch {args.batch_size} -> {output}", flush=True)

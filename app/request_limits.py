@@ -4,18 +4,17 @@
   (Body size, time and shape are the request gate's: :mod:`app.request_gate`.)
 - :func:`check_prompt_lengths`: prompt, negative prompt, prompt_schedule entries, the
   /prompt-expand idea and script against ``BILDWERK_MAX_PROMPT_CHARS`` (422 naming the
-  field). Called by ``JobSubmitter.check_request`` and ``PromptService.expand``.
+  field). Called by ``InputChecks.request`` and ``PromptService.expand``.
 - :func:`caller_key`: who a request counts against (API key, else client host), for the
   per-key job limit and the rate limit (:mod:`app.ratelimit`).
 - :func:`install_cors`: the CORS allowlist (``BILDWERK_CORS_ORIGINS``).
 
 Image size limits live with the decoder (:mod:`app.imaging.decode`), step/frame/batch
-limits in ``JobSubmitter``.
+limits in ``app.services.checks`` and ``app.services.planning``.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import unquote
 
@@ -24,7 +23,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.config import Settings
-from app.errors import InvalidInput
+from app.errors import InvalidInput, error_response
 
 SCRIPT_FACTOR = 10  # a /prompt-expand script holds many scenes
 # The kiosk page (and any browser client) sends these; the rest are CORS-safelisted.
@@ -81,12 +80,8 @@ class ControlCharGuard:
             raw = scope.get("path", "") + unquote(scope.get("query_string", b"").decode(
                 "latin-1"))
             if any(ord(ch) < 32 or ord(ch) == 127 for ch in raw):
-                body = json.dumps({"error": {
-                    "code": "invalid_input", "param": None,
-                    "message": "the URL holds a control character (e.g. %00)"}}).encode()
-                await send({"type": "http.response.start", "status": 422,
-                            "headers": [(b"content-type", b"application/json"),
-                                        (b"content-length", str(len(body)).encode())]})
-                await send({"type": "http.response.body", "body": body})
+                response = error_response(422, "invalid_input",
+                                          "the URL holds a control character (e.g. %00)")
+                await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

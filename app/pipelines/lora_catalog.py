@@ -1,5 +1,6 @@
-"""LoRAs users bring under ``<models_dir>/loras/``: the catalog the API lists and
-validates against, and the per-request apply/reset around a job."""
+"""The LoRA catalogue: the LoRA files users bring under ``<models_dir>/loras/`` (or
+``lora/``, ``Lora/``), which the API lists and validates requests against, and the
+per-request apply/reset around a job through a :class:`LoraManager`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from app.errors import InvalidInput
-from app.pipelines.loras import LoraEntry, LoraManager, check_compatible, discover_loras
+from app.pipelines.lora_files import LoraEntry, check_compatible, discover_loras
+from app.pipelines.lora_weights import LoraManager
 
 LORA_DIR_NAMES = ("loras", "lora", "Lora")
 
@@ -61,3 +63,6 @@ class LoraCatalog:
 
     def forget_model(self, model_id: str, pipe) -> None:
         self.manager.unload_all(pipe, model_id)
+
+
+__all__ = ["LORA_DIR_NAMES", "LoraCatalog"]

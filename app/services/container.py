@@ -1,0 +1,173 @@
+"""The one composition root: :func:`build_services` wires every part from the settings.
+
+``create_app`` (the server's lifespan) and every CLI command use it, so a command sees the
+same registry (hub repos, memory budget, hash cache), database and prompt service as the
+server. Parts are built on first use: ``bildwerk keys list`` opens the database and
+nothing else; the server touches everything at start.
+
+The path of one request through the parts::
+
+    router -> checks/planning (a JobPlan) -> admission -> executor -> runner
+           (pipeline or provider) -> result and record
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from app.config import Settings
+from app.jobs.job import Job
+from app.jobs.owners import OwnerLimit
+from app.jobs.queue import JobQueue
+from app.persistence.blobs import BlobStore
+from app.persistence.database import Database
+from app.persistence.records import RecordRepository
+from app.security.keys import ApiKeyRepository
+
+
+class Services:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    # -- storage ------------------------------------------------------------------------
+    @cached_property
+    def db(self) -> Database:
+        """The database, migrated to the newest schema."""
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        db = Database(self.settings.resolved_database_url)
+        db.migrate()
+        return db
+
+    @cached_property
+    def keys(self) -> ApiKeyRepository:
+        return ApiKeyRepository(self.db)
+
+    @cached_property
+    def records(self) -> RecordRepository:
+        return RecordRepository(self.db)
+
+    @cached_property
+    def blobs(self) -> BlobStore:
+        return BlobStore(self.settings.blobs_dir, self.db)
+
+    # -- models -------------------------------------------------------------------------
+    @cached_property
+    def runtime(self):
+        from app.pipelines.device import resolve_runtime
+
+        return resolve_runtime(self.settings.device)
+
+    @cached_property
+    def registry(self):
+        """The model registry, scanned (the embedded model built on first start)."""
+        from app.pipelines.registry import build_registry
+
+        registry = build_registry(self.settings, self.runtime)
+        registry.on_unload.append(
+            lambda model_id, loaded: self.loras.forget_model(model_id, loaded.main))
+        registry.refresh()
+        return registry
+
+    @cached_property
+    def loras(self):
+        from app.pipelines.lora_catalog import LoraCatalog
+
+        loras = LoraCatalog(self.settings.models_dir,
+                            max_resident=self.settings.max_resident_loras)
+        loras.refresh()
+        return loras
+
+    @cached_property
+    def providers(self):
+        from app.providers.local import LocalProvider
+        from app.providers.registry import ProviderSet, build_providers
+
+        local = LocalProvider(self.registry, max_batch=self.settings.max_images)
+        return ProviderSet(build_providers(self.settings, local), self.settings.provider_chains)
+
+    # -- work ---------------------------------------------------------------------------
+    @cached_property
+    def queues(self) -> tuple[JobQueue, JobQueue]:
+        """The device's queue and the remote providers' (workers not started)."""
+        s = self.settings
+
+        def record_cancelled(job: Job) -> None:
+            self.records.finish(job.record_id, status="cancelled", error_code="cancelled",
+                                error_message="cancelled before it started")
+
+        return (JobQueue(s.queue_max, s.retry_after_s, device=self.runtime.name,
+                         on_cancelled_before_start=record_cancelled),
+                JobQueue(s.queue_max, s.retry_after_s, device="remote",
+                         on_cancelled_before_start=record_cancelled))
+
+    @cached_property
+    def owners(self) -> OwnerLimit:
+        return OwnerLimit(self.settings.max_queued_per_key, self.settings.retry_after_s,
+                          self.queues)
+
+    @cached_property
+    def prompts(self):
+        """Styles, translators and expanders; a bad style file fails here."""
+        from app.services.prompting import build_prompt_service
+
+        return build_prompt_service(self.settings, self.records, self.owners)
+
+    @cached_property
+    def executor(self):
+        from app.services.executor import LocalExecutor
+        from app.services.runner import PlanRunner
+
+        runner = PlanRunner(self.settings, self.registry, self.loras, self.providers,
+                            self.blobs, self.records)
+        return LocalExecutor(*self.queues, runner)
+
+    @cached_property
+    def planner(self):
+        from app.services.checks import InputChecks
+        from app.services.planning import Planner
+
+        checks = InputChecks(self.settings, self.registry, self.loras, self.blobs,
+                             self.records, self.owners)
+        return Planner(checks, self.providers, self.prompts)
+
+    @cached_property
+    def admission(self):
+        from app.services.admission import Admission
+
+        return Admission(self.records, self.blobs, self.owners, self.executor)
+
+    @cached_property
+    def generation(self):
+        from app.services.generation import GenerationService
+
+        return GenerationService(self.planner, self.admission)
+
+    @cached_property
+    def sequences(self):
+        from app.services.sequences import SequenceService
+
+        return SequenceService(self.planner, self.admission)
+
+    @cached_property
+    def jobs(self):
+        from app.services.jobs import JobService
+
+        return JobService(self.executor.queues, self.records)
+
+    @cached_property
+    def models(self):
+        from app.services.models import ModelService
+
+        return ModelService(self.registry, self.loras, self.queues[0],
+                            self.settings.sync_timeout_s)
+
+    def close(self) -> None:
+        """Stop the workers (if started) and close the database."""
+        if "executor" in self.__dict__:
+            self.executor.stop_workers()
+        if "db" in self.__dict__:
+            self.db.dispose()
+
+
+def build_services(settings: Settings) -> Services:
+    return Services(settings)

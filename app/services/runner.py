@@ -1,0 +1,174 @@
+"""Running a plan on a worker: the record says ``running``, the plan's work runs, the record
+says how it ended (succeeded / failed / cancelled / interrupted, with the error, the
+outputs made and the timings), and the typed result is built once, at the end.
+
+:class:`PlanRunner` is what an :class:`~app.services.executor.Executor` calls with a plan
+and the job that reports its progress. The work itself lives in
+:mod:`app.services.run_generation` (txt2img, inpaint, provider chains) and
+:mod:`app.services.run_sequence` (img2seq).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+from app.config import Settings
+from app.errors import (
+    BildwerkError,
+    GenerationFailed,
+    JobCancelled,
+    JobInterrupted,
+    OutOfMemory,
+)
+from app.jobs.job import Job
+from app.persistence.blobs import BlobStore
+from app.persistence.records import OutputImage, RecordRepository
+from app.pipelines.device import free_memory
+from app.pipelines.lora_catalog import LoraCatalog
+from app.pipelines.memory import pipeline_bytes
+from app.pipelines.registry import LoadedModel, ModelEntry, ModelRegistry
+from app.providers.registry import ProviderSet
+from app.schemas.generation import GenerationResult
+from app.schemas.sequences import SequenceResult
+from app.services.plans import Choice, GenerationWork, JobPlan
+
+log = logging.getLogger("bildwerk.jobs")
+
+
+@dataclass
+class RunContext:
+    """Handed to the work on the worker thread."""
+
+    job: Job
+    accepted_at: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def lap(self, name: str, since: float) -> float:
+        now = time.perf_counter()
+        self.timings[name] = round(now - since, 4)
+        return now
+
+
+@dataclass
+class Finished:
+    """What the work made: the result's content, and what the record keeps."""
+
+    fields: dict
+    outputs: list[OutputImage]
+    seeds: list[int]
+    prompt_used: str | None = None
+    mask_applied_sha256: str | None = None
+    provider: str | None = None
+    attempts: list | None = None
+    usage: dict | None = None
+
+
+Result = GenerationResult | SequenceResult
+
+
+def build_result(endpoint: str, fields: dict, status: str,
+                 timings: dict) -> Result:
+    """The typed result, once: a sequence's for img2seq, a generation's otherwise."""
+    model = SequenceResult if endpoint == "img2seq" else GenerationResult
+    return model.model_validate({**fields, "status": status, "timings": dict(timings)})
+
+
+@contextmanager
+def model_session(registry: ModelRegistry, loras: LoraCatalog, entry: ModelEntry,
+                  choice: Choice, reporter) -> Iterator[tuple[LoadedModel, object]]:
+    """Load the model (within the memory budget), its request VAE and LoRAs; the LoRAs
+    are removed again however the job ends."""
+    reporter.stage_changed("loading_model")
+    loaded = registry.load(entry.id)
+    vae = None
+    if choice.vae is not None:
+        vae = registry.vae_cache.get(choice.vae, entry.family_spec.config_dir())
+    reporter.check_cancelled()
+    with loras.applied(loaded.main, entry.id, list(choice.loras)):
+        if choice.loras:  # resident adapters take memory too
+            loaded.resident_bytes = pipeline_bytes(loaded.main)
+            registry.fit_budget(keep=entry.id)
+        yield loaded, vae
+
+
+class PlanRunner:
+    def __init__(self, settings: Settings, registry: ModelRegistry, loras: LoraCatalog,
+                 providers: ProviderSet, blobs: BlobStore, records: RecordRepository) -> None:
+        from app.services.run_generation import GenerationRun
+        from app.services.run_sequence import SequenceRun
+
+        self.settings = settings
+        self.registry = registry
+        self.records = records
+        self.generation = GenerationRun(registry, loras, providers, blobs)
+        self.sequence = SequenceRun(registry, loras, blobs, records)
+
+    def run(self, plan: JobPlan, job: Job, accepted_at: float) -> Result:
+        """Run ``plan`` as ``job`` (on the worker thread) and record how it ended. Returns
+        the result, or raises the job's error (with ``partial``: the frames made)."""
+        ctx = RunContext(job, accepted_at)
+        started = time.perf_counter()
+        ctx.timings["queued_s"] = round(started - ctx.accepted_at, 4)
+        self.records.mark_running(job.record_id)
+        job.start_clock(self.settings.job_timeout_s)
+        try:
+            with torch.inference_mode():
+                if isinstance(plan.work, GenerationWork):
+                    done = self.generation.run(ctx, plan.work)
+                else:
+                    done = self.sequence.run(ctx, plan.work)
+        except JobCancelled as exc:
+            ended: tuple[str, BildwerkError] = ("cancelled", exc)
+            if job.interrupted:  # the server is shutting down
+                ended = ("interrupted", JobInterrupted(partial=exc.partial))
+        except BildwerkError as exc:
+            ended = ("failed", exc)
+        except torch.cuda.OutOfMemoryError:
+            ended = ("failed", OutOfMemory("the device ran out of memory; try fewer or "
+                                           "smaller images"))
+        except Exception as exc:
+            if _is_oom(exc):
+                ended = ("failed", OutOfMemory("the machine ran out of memory; try fewer or "
+                                               "smaller images"))
+            else:
+                log.exception("job %s failed", job.id)
+                ended = ("failed", GenerationFailed(f"generation failed: {exc}"))
+        else:
+            ctx.timings["total_s"] = round(time.perf_counter() - ctx.accepted_at, 4)
+            self.records.finish(job.record_id, status="succeeded", seeds=done.seeds,
+                                timings=ctx.timings, prompt_used=done.prompt_used,
+                                outputs=done.outputs,
+                                mask_applied_sha256=done.mask_applied_sha256,
+                                provider=done.provider, attempts=done.attempts,
+                                usage=done.usage)
+            return build_result(plan.endpoint, done.fields, "succeeded", ctx.timings)
+        # Out of the except block, so the traceback no longer pins activations.
+        status, error = ended
+        if isinstance(error, OutOfMemory):
+            self.registry.after_oom()  # drop other models and VAEs, give the cache back
+        free_memory(self.registry.runtime)
+        partial: Finished | None = getattr(error, "partial", None)
+        ctx.timings["total_s"] = round(time.perf_counter() - ctx.accepted_at, 4)
+        self.records.finish(job.record_id, status=status,
+                            seeds=partial.seeds if partial else list(plan.seeds),
+                            timings=ctx.timings,
+                            outputs=partial.outputs if partial else [],
+                            error_code=error.code, error_message=error.message,
+                            attempts=getattr(error, "attempts", None))
+        if partial is not None:
+            error.partial = build_result(plan.endpoint, partial.fields, status, ctx.timings)
+        raise error
+
+
+def _is_oom(exc: BaseException) -> bool:
+    """CPU and MPS allocators raise plain RuntimeErrors when memory runs out."""
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError | MemoryError) and (
+        isinstance(exc, MemoryError) or "can't allocate memory" in text
+        or "out of memory" in text)
