@@ -18,6 +18,7 @@ from packaging.markers import Marker
 from packaging.utils import canonicalize_name
 
 from app.config import Settings
+from app.persistence.integrity import describe
 
 KEY_PACKAGES = ("torch", "diffusers", "transformers", "peft", "accelerate", "fastapi",
                 "pydantic", "sqlalchemy", "openai", "google-genai", "huggingface-hub")
@@ -87,15 +88,6 @@ def check_lock(lock_dir: Path) -> LockDrift:
     return LockDrift(lock, len(pins), differ)
 
 
-def redact_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - a malformed URL is shown as unparseable, not raised
-        return "<unparseable database URL>"
-
-
 def _versions() -> Section:
     section = Section("Versions")
     section.add("python", f"{platform.python_version()} ({sys.executable})")
@@ -144,7 +136,7 @@ def _storage(settings: Settings) -> Section:
     section.add("data dir", settings.data_dir.resolve())
     section.add("models dir", settings.models_dir.resolve())
     url = settings.resolved_database_url
-    section.add("database", redact_url(url))
+    section.add("database", describe(url))  # never the password
     head, current = migration_state(url)
     section.add("migration head", head)
     section.add("database at", current)
@@ -156,16 +148,15 @@ def migration_state(url: str) -> tuple[str, str]:
     from alembic.config import Config
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
-    from sqlalchemy import create_engine
 
-    from app.persistence.database import MIGRATIONS_DIR
+    from app.persistence.database import MIGRATIONS_DIR, make_engine
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     head = ScriptDirectory.from_config(cfg).get_current_head() or "none"
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
         return head, "not created yet (the server creates it on first start)"
-    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    engine = make_engine(url)
     try:
         with engine.connect() as conn:
             current = MigrationContext.configure(conn).get_current_revision()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 
-from app.deps import BlobsDep, JobsDep, RecordsDep
+from app.deps import BlobsDep, RecordsDep
 from app.errors import NotFound
 from app.schemas.errors import error_responses
 from app.security.auth import PrincipalDep
@@ -19,13 +19,12 @@ router = APIRouter(prefix="/blobs", tags=["blobs"])
                        304: {"description": "Not modified (If-None-Match matched)."},
                        **error_responses(_404="Unknown blob.")})
 def get_blob(sha256: str, request: Request, blobs: BlobsDep, records: RecordsDep,
-             jobs: JobsDep, principal: PrincipalDep) -> Response:
-    """A key without `admin` gets only the blobs its own records (or its running sequences'
-    frames) name; any other is a 404, like an unknown one."""
+             principal: PrincipalDep) -> Response:
+    """A key without `admin` gets only the blobs its own records name (a running sequence
+    records each frame before announcing it); any other is a 404, like an unknown one."""
     sha256 = sha256.lower()
     owner = principal.owner
-    if owner is not None and not (records.blob_belongs_to(sha256, owner)
-                                  or jobs.live_frame_of(sha256, owner)):
+    if owner is not None and not records.blob_belongs_to(sha256, owner):
         raise NotFound(f"blob {sha256} not found", param="sha256")
     row, path = blobs.get(sha256)
     etag = f'"{row.sha256}"'

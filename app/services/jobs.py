@@ -82,17 +82,6 @@ class JobService:
             raise Conflict(f"job {job_id} already {row.status}", param="job_id")
         return self.job_status(live[0].cancel(job_id))
 
-    def live_frame_of(self, sha256: str, owner: str) -> bool:
-        """Whether a running job of ``owner`` already announced ``sha256`` as a frame (a
-        sequence records each frame before announcing it, so its record names it too)."""
-        for queue in self.queues:
-            for job in queue.unfinished():  # a finished job's frames are in its record
-                if any(f.get("sha256") == sha256 for f in list(job.frame_events)):
-                    row = self.records.get_by_job(job.id)
-                    if row is not None and row.api_key_id == owner:
-                        return True
-        return False
-
     @staticmethod
     async def wait_result(job: Job, timeout: float,
                           disconnected: Callable[[], Awaitable[bool]] | None = None) -> dict:

@@ -9,29 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import httpx
-import pytest
 
 from app.persistence.database import Database
 from app.security.keys import ApiKeyRepository
-from tests.reliability.test_shutdown_and_recovery import Server
 from tests.utils.images import data_url, scene
+from tests.utils.server import Server
 
 # 120 frames of a fraction of a second each: far from done when the process is killed.
 SEQUENCE = {"image": data_url(scene(64, 64, seed=5)), "prompt": "a harbour at dusk",
             "frames": 120, "steps": 10, "strength": 1.0, "seed": 9, "width": 64,
             "height": 64}
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path, embedded_template: Path) -> Path:
-    data = tmp_path / "data"
-    shutil.copytree(embedded_template, data / "embedded" / "bildwerk-tiny")
-    (tmp_path / "models").mkdir()
-    return data
 
 
 def make_keys(data_dir: Path, *names: str) -> list[dict[str, str]]:

@@ -14,7 +14,6 @@ import time
 
 import pytest
 
-from tests.reliability.test_shutdown_and_recovery import data_dir, servers  # noqa: F401
 from tests.security.conftest import bearer, make_key
 from tests.utils.images import box_mask, data_url, png_bytes, scene
 
@@ -167,7 +166,7 @@ def test_prompt_expand_is_rate_limited_by_default(make_client):
     assert client.post("/txt2img", json=FAST).status_code == 200
 
 
-def test_a_trickling_body_is_cut_off_after_the_body_timeout(servers):  # noqa: F811
+def test_a_trickling_body_is_cut_off_after_the_body_timeout(servers):
     server = servers(BILDWERK_BODY_TIMEOUT_S="1")
     host, port = server.base.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)), timeout=10)

@@ -9,18 +9,12 @@ data directory.
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from app.lifecycle import recover_after_restart
 from app.persistence.blobs import BlobStore
@@ -118,95 +112,7 @@ def test_startup_marks_an_unfinished_record_whose_blob_is_gone(make_settings):
     db.dispose()
 
 
-# -- a real uvicorn process ---------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """``bildwerk serve`` on the embedded model, with its own data directory."""
-
-    def __init__(self, data_dir: Path, models_dir: Path, **env: str) -> None:
-        self.data_dir, self.models_dir, self.env = data_dir, models_dir, env
-        self.proc: subprocess.Popen | None = None
-        self.base = ""
-
-    def start(self) -> Server:
-        port = _free_port()
-        env = {**os.environ, "BILDWERK_DATA_DIR": str(self.data_dir),
-               "BILDWERK_MODELS_DIR": str(self.models_dir), "BILDWERK_DEVICE": "cpu",
-               "BILDWERK_TORCH_THREADS": "1", "BILDWERK_MAX_STEPS": "1000",
-               "HF_HUB_OFFLINE": "1", **self.env}
-        for name in ("BILDWERK_DATABASE_URL", "BILDWERK_DEFAULT_MODEL", "BILDWERK_AUTH_MODE"):
-            env.pop(name, None)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=ROOT,
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(self.output())
-            try:
-                if httpx.get(f"{self.base}/ready", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError("server did not become ready")
-
-    def post(self, path: str, timeout: float = 30, **kwargs) -> httpx.Response:
-        return httpx.post(self.base + path, timeout=timeout, **kwargs)
-
-    def get(self, path: str, **kwargs) -> httpx.Response:
-        return httpx.get(self.base + path, timeout=10, **kwargs)
-
-    def wait_running(self, job_id: str) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            status = self.get(f"/jobs/{job_id}").json()
-            if status["status"] == "running" and status["progress"]["step"] >= 1:
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"job {job_id} did not start: {status}")
-
-    def output(self) -> str:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.kill()
-        out, _ = self.proc.communicate(timeout=30)
-        return out.decode(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate(timeout=30)
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path, embedded_template: Path) -> Path:
-    data = tmp_path / "data"
-    shutil.copytree(embedded_template, data / "embedded" / "bildwerk-tiny")
-    (tmp_path / "models").mkdir()
-    return data
-
-
-@pytest.fixture
-def servers(data_dir: Path):
-    started: list[Server] = []
-
-    def start(**env: str) -> Server:
-        server = Server(data_dir, data_dir.parent / "models", **env).start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
-
-
+# -- a real uvicorn process (Server, data_dir and servers: tests/reliability/conftest.py) --
 def _records(data_dir: Path) -> RecordRepository:
     return RecordRepository(Database(f"sqlite:///{(data_dir / 'bildwerk.db').resolve()}"))
 
