@@ -42,6 +42,7 @@ Exception tree::
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -290,7 +291,41 @@ def error_response(status: int, code: str, message: str, param: str | None = Non
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def domain_response(exc: BildwerkError) -> JSONResponse:
+ErrorRenderer = Callable[[int, str, str, "str | None", "dict[str, str] | None"], JSONResponse]
+
+
+class ErrorDialects:
+    """Which shape an error answer takes, by path prefix. Everywhere it is our envelope
+    (:func:`error_response`); the compatibility APIs (``/sdapi/v1``, ``/v1``) promise their
+    clients the original server's shape, so those prefixes get their own renderer. The
+    renderer gets what every error has: status, code, message, param and headers."""
+
+    def __init__(self) -> None:
+        self._by_prefix: list[tuple[str, ErrorRenderer]] = []
+
+    def add(self, prefix: str, render: ErrorRenderer) -> None:
+        self._by_prefix.append((prefix, render))
+        self._by_prefix.sort(key=lambda item: -len(item[0]))  # the longest prefix wins
+
+    def for_path(self, path: str) -> ErrorRenderer:
+        for prefix, render in self._by_prefix:
+            if path.startswith(prefix):
+                return render
+        return error_response
+
+
+def dialect_of(request_or_scope) -> ErrorRenderer:
+    """The renderer for a request (or an ASGI scope, for middleware)."""
+    if isinstance(request_or_scope, Request):
+        app, path = request_or_scope.app, request_or_scope.url.path
+    else:
+        app, path = request_or_scope.get("app"), request_or_scope.get("path", "")
+    dialects = getattr(getattr(app, "state", None), "error_dialects", None)
+    return dialects.for_path(path) if dialects else error_response
+
+
+def domain_response(exc: BildwerkError,
+                    render: ErrorRenderer = error_response) -> JSONResponse:
     """The answer to a domain error: its envelope and status, ``Retry-After`` on 429/503,
     ``WWW-Authenticate`` on 401. Used by the exception handler and by the request gate."""
     headers = None
@@ -300,7 +335,7 @@ def domain_response(exc: BildwerkError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"}
     if exc.status_code >= 500:
         log.error("%s: %s", exc.code, exc.message)
-    return error_response(exc.status_code, exc.code, exc.message, exc.param, headers)
+    return render(exc.status_code, exc.code, exc.message, exc.param, headers)
 
 
 def _validation_param(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -314,32 +349,38 @@ def _validation_param(exc: RequestValidationError) -> tuple[str, str | None]:
     return (f"{param}: {msg}" if param else msg), param
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Map every exception to the one envelope. Bad input never becomes a 500."""
+def install_error_handlers(app: FastAPI) -> ErrorDialects:
+    """Map every exception to the one envelope (or, under a compatibility API, to its
+    dialect: add renderers to the returned :class:`ErrorDialects`). Bad input never becomes
+    a 500."""
+    dialects = app.state.error_dialects = ErrorDialects()
 
     @app.exception_handler(BildwerkError)
-    async def _domain(_: Request, exc: BildwerkError) -> JSONResponse:
-        return domain_response(exc)
+    async def _domain(request: Request, exc: BildwerkError) -> JSONResponse:
+        return domain_response(exc, dialect_of(request))
 
     @app.exception_handler(RecursionError)
-    async def _too_deep(_: Request, exc: RecursionError) -> JSONResponse:
+    async def _too_deep(request: Request, exc: RecursionError) -> JSONResponse:
         # e.g. a form field of 1,100 "[" that a JSON or form parser recursed into
-        return error_response(422, "invalid_input", "the input is nested too deeply")
+        return dialect_of(request)(422, "invalid_input", "the input is nested too deeply",
+                                   None, None)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = _validation_param(exc)
-        return error_response(422, "invalid_input", message, param)
+        return dialect_of(request)(422, "invalid_input", message, param, None)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
                 413: "payload_too_large", 415: "unsupported_media_type"
                 }.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail), None,
-                              getattr(exc, "headers", None))
+        return dialect_of(request)(exc.status_code, code, str(exc.detail), None,
+                                   getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
-        return error_response(500, "internal_error", "internal server error")
+        return dialect_of(request)(500, "internal_error", "internal server error", None, None)
+
+    return dialects

@@ -6,7 +6,7 @@ In this order, each step answering with the one error envelope when it refuses:
    as :func:`app.security.auth.authenticate` checks it (401 ``unauthorized``), and the
    caller is left on ``request.state.principal`` for the routes' scope checks. A caller
    without a key cannot make the server read, let alone parse, anything.
-2. **How much may come**: image routes (``/inpaint``, ``/img2seq``, ``/inpainting/``) take
+2. **How much may come**: image routes (``IMAGE_BODY_PATHS``: ``/inpaint``, ``/img2img``, ...) take
    up to ``BILDWERK_MAX_BODY_BYTES``, every other route ``BILDWERK_MAX_JSON_BODY_BYTES``
    (413 ``payload_too_large``, from ``Content-Length`` or counted while streaming).
 3. **How long it may take**: the whole body must arrive within ``BILDWERK_BODY_TIMEOUT_S``
@@ -28,11 +28,21 @@ from anyio import to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
-from app.errors import BildwerkError, PayloadTooLarge, RequestTimeout, domain_response
+from app.errors import (
+    BildwerkError,
+    PayloadTooLarge,
+    RequestTimeout,
+    dialect_of,
+    domain_response,
+)
 from app.json_shape import JsonShape, check_json_shape
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-IMAGE_BODY_PATHS = frozenset({"/inpaint", "/img2seq", "/inpainting/", "/inpainting"})
+IMAGE_BODY_PATHS = frozenset({
+    "/inpaint", "/img2img", "/img2seq", "/upscale", "/inpainting/", "/inpainting",
+    # the compatibility APIs' routes that carry images (app/compat)
+    "/sdapi/v1/img2img", "/sdapi/v1/extra-single-image", "/sdapi/v1/png-info",
+    "/v1/images/edits", "/v1/images/variations"})
 
 
 class _ClientGone(Exception):
@@ -61,7 +71,7 @@ class RequestGate:
             if body and _is_json(scope):
                 await to_thread.run_sync(check_json_shape, body, self.shape)
         except BildwerkError as exc:
-            await domain_response(exc)(scope, receive, send)
+            await domain_response(exc, dialect_of(scope))(scope, receive, send)
             return
         except _ClientGone:
             return

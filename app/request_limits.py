@@ -23,7 +23,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.config import Settings
-from app.errors import InvalidInput, error_response
+from app.errors import InvalidInput, dialect_of
 
 SCRIPT_FACTOR = 10  # a /prompt-expand script holds many scenes
 # The kiosk page (and any browser client) sends these; the rest are CORS-safelisted.
@@ -80,8 +80,9 @@ class ControlCharGuard:
             raw = scope.get("path", "") + unquote(scope.get("query_string", b"").decode(
                 "latin-1"))
             if any(ord(ch) < 32 or ord(ch) == 127 for ch in raw):
-                response = error_response(422, "invalid_input",
-                                          "the URL holds a control character (e.g. %00)")
+                response = dialect_of(scope)(
+                    422, "invalid_input", "the URL holds a control character (e.g. %00)",
+                    None, None)
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

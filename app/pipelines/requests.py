@@ -35,6 +35,13 @@ class InpaintInput(Txt2ImgInput):
 
 
 @dataclass
+class Img2ImgInput(Txt2ImgInput):
+    image: Image.Image = field(default=None)  # type: ignore[assignment]  # already fitted
+    strength: float = 0.75
+    resize_mode: Literal["resize", "crop", "fill"] = "resize"  # applied; kept for the record
+
+
+@dataclass
 class GenerationOutput:
     images: list[Image.Image]
     seeds: list[int]

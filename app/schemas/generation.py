@@ -115,6 +115,21 @@ class InpaintRequest(GenerationParams):
         "paste back. full: process the whole image.")
 
 
+class Img2ImgRequest(GenerationParams):
+    image: str = Field(..., description="Image to start from: a data-URL, raw base64, or the "
+                       "sha256 of a stored blob.")
+    strength: float = Field(0.75, gt=0.0, le=1.0,
+                            description="How far to move from the input: 0.3 keeps its "
+                            "composition, 1.0 keeps little but its colours. Only "
+                            "`steps × strength` steps run.")
+    resize_mode: Literal["resize", "crop", "fill"] = Field(
+        "resize", description="When the image's size differs from width×height: stretch it "
+        "(resize), cover and crop the overflow (crop), or fit it inside and fill the borders "
+        "with its stretched edges (fill).")
+
+    # width/height default to the image's own size (rounded down to a multiple of 8)
+
+
 class KioskInpaintRequest(RequestModel):
     """The museum kiosk's existing body, unchanged (POST /inpainting/)."""
 
@@ -143,6 +158,14 @@ INPAINT_EXAMPLES = {
     "full": {"summary": "Process the whole image", "value": {
         "prompt": "a pond", "image": EXAMPLE_IMAGE, "mask": EXAMPLE_MASK, "steps": 20,
         "seed": 7, "inpaint_area": "full", "strength": 0.8}},
+}
+IMG2IMG_EXAMPLES = {
+    "restyle": {"summary": "Repaint an image, keeping its composition", "value": {
+        "prompt": "an oil painting of a harbour", "image": EXAMPLE_IMAGE, "strength": 0.6,
+        "steps": 20, "seed": 3}},
+    "resized": {"summary": "Crop it to another size", "value": {
+        "prompt": "a snowy harbour", "image": EXAMPLE_IMAGE, "strength": 0.8, "width": 128,
+        "height": 64, "resize_mode": "crop", "steps": 20, "seed": 3}},
 }
 KIOSK_EXAMPLES = {
     "kiosk": {"summary": "What the kiosk sends", "value": {
@@ -179,7 +202,7 @@ class ResultBase(BaseModel):
 
 
 class GenerationResult(ResultBase):
-    """A finished txt2img or inpaint generation."""
+    """A finished txt2img, img2img or inpaint generation."""
 
     images: list[ImageOut]
     prompt: str

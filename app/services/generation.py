@@ -1,4 +1,4 @@
-"""POST /txt2img, /inpaint (and the kiosk's /inpainting/): check the request into a plan
+"""POST /txt2img, /img2img, /inpaint (and the kiosk's /inpainting/): check the request into a plan
 (:mod:`app.services.planning`), admit it as a recorded job (:mod:`app.services.admission`).
 The work runs on a worker: :mod:`app.services.run_generation`."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from app.schemas.generation import InpaintRequest, Txt2ImgRequest
+from app.schemas.generation import Img2ImgRequest, InpaintRequest, Txt2ImgRequest
 from app.services.admission import Accepted, Admission
 from app.services.planning import Planner
 
@@ -23,3 +23,7 @@ class GenerationService:
     def accept_inpaint(self, req: InpaintRequest, loop: asyncio.AbstractEventLoop,
                        client: dict | None = None, endpoint: str = "inpaint") -> Accepted:
         return self.admission.submit(self.planner.inpaint(req, client, endpoint), loop)
+
+    def accept_img2img(self, req: Img2ImgRequest, loop: asyncio.AbstractEventLoop,
+                       client: dict | None = None, endpoint: str = "img2img") -> Accepted:
+        return self.admission.submit(self.planner.img2img(req, client, endpoint), loop)

@@ -13,15 +13,22 @@ from dataclasses import fields
 
 from app.errors import InvalidInput
 from app.imaging.decode import DecodedImage
+from app.imaging.fit import fit_image
 from app.imaging.geometry import round_to_multiple
 from app.imaging.masks import binary_mask
 from app.imaging.motion import MotionStep
 from app.pipelines.img2seq import SequenceInput
 from app.pipelines.registry import ModelEntry
-from app.pipelines.requests import InpaintInput, Txt2ImgInput
+from app.pipelines.requests import Img2ImgInput, InpaintInput, Txt2ImgInput
 from app.pipelines.schedules import check_keyframes, expand
 from app.providers.registry import LOCAL, ProviderSet
-from app.schemas.generation import MAX_SEED, GenerationParams, InpaintRequest, Txt2ImgRequest
+from app.schemas.generation import (
+    MAX_SEED,
+    GenerationParams,
+    Img2ImgRequest,
+    InpaintRequest,
+    Txt2ImgRequest,
+)
 from app.schemas.sequences import Img2SeqRequest
 from app.services.checks import InputChecks, owner_of
 from app.services.plans import Choice, GenerationWork, JobPlan, SequenceWork, Upload
@@ -77,6 +84,29 @@ class Planner:
             clip_skip=req.clip_skip)
         uploads = (Upload("input_image_sha256", image.raw, image.content_type),
                    Upload("mask_sha256", mask_in.raw, mask_in.content_type))
+        return self._generation_plan(endpoint, chain, entry, choice, remote_model, args,
+                                     prepared, client, uploads)
+
+    def img2img(self, req: Img2ImgRequest, client: dict | None,
+                endpoint: str = "img2img") -> JobPlan:
+        self.check.request(req, client)
+        req = self.prompts.with_style_params(req)
+        chain, entry, choice, remote_model = self._providers(req, "img2img")
+        image = self.check.image(req.image, "image", client)
+        width = req.width or round_to_multiple(image.image.width)
+        height = req.height or round_to_multiple(image.image.height)
+        self.check.size(width, height, req.num_images)
+        self.check.strength(req.steps, req.strength)
+        seeds = self._seeds(req)
+        prepared = self._prepare(req, seeds)
+        args = Img2ImgInput(
+            prompt=prepared.prompt, negative_prompt=prepared.negative_prompt, width=width,
+            height=height, steps=req.steps, guidance_scale=req.guidance_scale, seeds=seeds,
+            scheduler=req.scheduler, loras=choice.lora_refs, vae=req.vae,
+            clip_skip=req.clip_skip, image=fit_image(image.image, (width, height),
+                                                     req.resize_mode),
+            strength=req.strength, resize_mode=req.resize_mode)
+        uploads = (Upload("input_image_sha256", image.raw, image.content_type),)
         return self._generation_plan(endpoint, chain, entry, choice, remote_model, args,
                                      prepared, client, uploads)
 

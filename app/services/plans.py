@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from app.pipelines.img2seq import SequenceInput
 from app.pipelines.registry import ModelEntry
-from app.pipelines.requests import InpaintInput, Txt2ImgInput
+from app.pipelines.requests import Img2ImgInput, InpaintInput, Txt2ImgInput
 from app.pipelines.vaes import VaeEntry
 
 
@@ -44,14 +44,15 @@ class Upload:
 
 @dataclass(frozen=True)
 class GenerationWork:
-    """txt2img or inpaint: the providers to try in order, and the local model if any."""
+    """txt2img, img2img or inpaint: the providers to try in order, and the local model if
+    any."""
 
     endpoint: str
     chain: tuple[str, ...]
     entry: ModelEntry | None
     choice: Choice
     remote_model: str | None
-    args: Txt2ImgInput | InpaintInput
+    args: Txt2ImgInput | Img2ImgInput | InpaintInput
     prompting: dict | None = None  # the prompt's way (typed, translated, expanded, ...)
 
 

@@ -1,4 +1,4 @@
-"""Running txt2img and inpaint on a remote provider, with the same guarantees as local
+"""Running txt2img, img2img and inpaint on a remote provider, with the same guarantees as local
 generation: inpaint goes through the same :class:`InpaintRegion` as local inpaint, cropped
 at a size the provider accepts and pasted back through the blurred mask, so every pixel
 outside it is the input's, bit for bit."""
@@ -6,7 +6,7 @@ outside it is the input's, bit for bit."""
 from __future__ import annotations
 
 from app.imaging.inpaint_region import InpaintRegion
-from app.pipelines.requests import GenerationOutput, InpaintInput, Txt2ImgInput
+from app.pipelines.requests import GenerationOutput, Img2ImgInput, InpaintInput, Txt2ImgInput
 from app.providers.base import Provider, RemoteRequest, RemoteResult
 
 
@@ -14,13 +14,16 @@ def remote_generate(provider: Provider, args: Txt2ImgInput,
                     model: str | None) -> tuple[GenerationOutput, RemoteResult]:
     if isinstance(args, InpaintInput):
         return _inpaint(provider, args, model)
+    img2img = isinstance(args, Img2ImgInput)
     images, seeds, flags, last = [], [], [], None
     while len(images) < len(args.seeds):  # providers with small batches are called again
         seed = args.seeds[len(images)]
         last = provider.generate(RemoteRequest(
-            "txt2img", args.prompt, args.negative_prompt, args.width, args.height,
-            num_images=len(args.seeds) - len(images), seed=seed, model=model,
-            guidance_scale=args.guidance_scale, steps=args.steps))
+            "img2img" if img2img else "txt2img", args.prompt, args.negative_prompt,
+            args.width, args.height, num_images=len(args.seeds) - len(images), seed=seed,
+            model=model, guidance_scale=args.guidance_scale, steps=args.steps,
+            image=args.image if img2img else None,
+            strength=args.strength if img2img else 1.0))
         for item in last.images[:len(args.seeds) - len(images)]:
             images.append(item.image.convert("RGB"))
             flags.append(list(item.flags))

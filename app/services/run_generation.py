@@ -1,4 +1,4 @@
-"""txt2img and inpaint on the worker: try each provider of the plan's chain in turn (every
+"""txt2img, img2img and inpaint on the worker: try each provider of the plan's chain in turn (every
 attempt recorded), on the local model or a remote provider, and store the images as
 PNGs that carry their parameters."""
 
@@ -10,10 +10,11 @@ from app.errors import BildwerkError, ChainFailed, JobCancelled
 from app.imaging.png import encode_plain_png, encode_png
 from app.persistence.blobs import BlobStore
 from app.persistence.records import OutputImage
+from app.pipelines.img2img import Img2ImgPipeline
 from app.pipelines.inpaint import InpaintPipeline
 from app.pipelines.lora_catalog import LoraCatalog
 from app.pipelines.registry import ModelRegistry
-from app.pipelines.requests import GenerationOutput, InpaintInput
+from app.pipelines.requests import GenerationOutput, Img2ImgInput, InpaintInput
 from app.pipelines.txt2img import Txt2ImgPipeline
 from app.providers.registry import LOCAL, ProviderSet
 from app.services.planning import public_params
@@ -68,8 +69,9 @@ class GenerationRun:
         with model_session(self.registry, self.loras, work.entry, work.choice,
                            reporter) as (loaded, vae):
             t1 = ctx.lap("load_s", t0)
-            pipeline = InpaintPipeline if isinstance(work.args, InpaintInput) \
-                else Txt2ImgPipeline
+            pipeline = (InpaintPipeline if isinstance(work.args, InpaintInput) else
+                        Img2ImgPipeline if isinstance(work.args, Img2ImgInput) else
+                        Txt2ImgPipeline)
             output = pipeline(loaded, vae)(work.args, reporter)
             t2 = ctx.lap("inference_s", t1)
         reporter.stage_changed("saving", reporter.total)

@@ -25,7 +25,7 @@ from app.config import Settings
 from app.errors import InvalidInput
 from app.main import create_app
 from app.routers._body import parse_body
-from app.schemas.generation import InpaintRequest
+from app.schemas.generation import Img2ImgRequest, InpaintRequest
 from app.schemas.sequences import Img2SeqRequest
 from tests.conftest import wait_for_job
 from tests.utils.images import box_mask, png_bytes, scene
@@ -37,6 +37,7 @@ MASK = png_bytes(box_mask((64, 64), (8, 8, 40, 40)))
 # Each route that takes multipart: its model and the files a form sends.
 ROUTES: dict[str, tuple[type[BaseModel], dict[str, bytes]]] = {
     "/inpaint": (InpaintRequest, {"image": IMAGE, "mask": MASK}),
+    "/img2img": (Img2ImgRequest, {"image": IMAGE}),
     "/img2seq": (Img2SeqRequest, {"image": IMAGE}),
 }
 # Values valid only on this server (the tiny test models of tests/utils/models.py, their
@@ -59,6 +60,7 @@ EXAMPLES = {
 INDISTINCT = {"provider": "no-such-provider"}
 ROUTE_EXAMPLES = {
     "/inpaint": {"model": "tiny-sd15-inpaint", "strength": 0.75},
+    "/img2img": {"model": "tiny-single", "strength": 0.5},
     # not the default model (tiny-sd15); steps x strength must be at least 1
     "/img2seq": {"model": "tiny-single", "strength": [0.5, 0.75]},
 }

@@ -91,6 +91,21 @@ def test_inpaint_paints_a_red_square_where_the_mask_is(client):
     assert reds >= 3
 
 
+def test_img2img_a_lower_strength_stays_closer_to_the_input(client):
+    blue = Image.new("RGB", (64, 64), PALETTE["blue"])
+    source = np.asarray(blue, dtype=np.float32)
+    distance = {}
+    for strength in (0.15, 1.0):  # this small model is repainted at about 0.2
+        r = client.post("/img2img", json={
+            "prompt": "a red circle on a yellow background", "image": data_url(blue),
+            "strength": strength, "seed": 1, "num_images": 2})
+        assert r.status_code == 200, r.text
+        distance[strength] = np.mean([
+            np.abs(np.asarray(_image(client, ref), dtype=np.float32) - source).mean()
+            for ref in r.json()["images"]])
+    assert distance[0.15] < distance[1.0] / 2, distance
+
+
 def test_the_generator_is_deterministic_per_seed():
     first = [(np.asarray(i).tobytes(), c) for i, c, _ in generate(20, seed=3)]
     again = [(np.asarray(i).tobytes(), c) for i, c, _ in generate(20, seed=3)]
