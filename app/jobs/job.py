@@ -4,6 +4,8 @@ asyncio side (HTTP handlers, SSE streams)."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +30,16 @@ class JobFailure:
     message: str
     status_code: int
     param: str | None = None
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A step preview: PNG bytes, its number (0-based) and the step it shows."""
+
+    png: bytes
+    index: int
+    step: int
+    total: int
 
 
 @dataclass
@@ -57,6 +69,8 @@ class Job:
     frame_events: list[dict] = field(default_factory=list)  # replayed to late subscribers
     interrupted: bool = False  # stopped by a shutdown, not by its caller
     deadline: Deadline | None = None  # set when it starts running (start_clock)
+    previews: int = 0  # step previews asked for (OpenAI partial_images, A1111 progress)
+    preview: Preview | None = None  # the latest one
 
     # -- cancel -------------------------------------------------------------------------
     def request_cancel(self) -> None:
@@ -90,7 +104,8 @@ class Job:
         from app.pipelines.progress import StepReporter
 
         return StepReporter(report=self.set_progress, cancelled=lambda: self.cancel_requested,
-                            check_deadline=self.check_deadline)
+                            check_deadline=self.check_deadline, previews=self.previews,
+                            preview=self.set_preview if self.previews else None)
 
     # -- events (callable from any thread) ----------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -108,6 +123,16 @@ class Job:
 
     def set_frame(self, frame: int, frames: int) -> None:
         self.frame, self.frames, self.step = frame, frames, 0
+
+    def set_preview(self, image, step: int, total: int) -> None:
+        """Keep a step preview (a PIL image) as PNG and send it to subscribers as a
+        ``preview`` event."""
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", compress_level=1)
+        index = self.preview.index + 1 if self.preview else 0
+        self.preview = Preview(png=buffer.getvalue(), index=index, step=step, total=total)
+        self._emit("preview", {"index": index, "step": step, "total": total,
+                               "png_base64": base64.b64encode(self.preview.png).decode()})
 
     def emit_event(self, event: str, data: dict) -> None:
         """Send a custom event (e.g. ``frame``) to every SSE subscriber; frame events are

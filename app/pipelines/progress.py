@@ -7,10 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from app.errors import BildwerkError, JobCancelled
+from app.pipelines.preview import latent_preview, preview_steps
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 ProgressFn = Callable[[str, int, int], None]
+PreviewFn = Callable[["Image.Image", int, int], None]  # (preview, step, total)
 
 
 @dataclass
@@ -30,6 +36,8 @@ class StepReporter:
     stage: str = "denoising"
     step_offset: int = 0
     total: int = 0
+    previews: int = 0  # step previews wanted over the run (app.pipelines.preview)
+    preview: PreviewFn | None = None
 
     def stage_changed(self, stage: str, step: int = 0) -> None:
         self.stage = stage
@@ -49,6 +57,11 @@ class StepReporter:
             raise
         # The pipeline knows how many timesteps it really runs (img2img strength,
         # second-order schedulers such as Heun run more than num_inference_steps).
-        self.total = self.step_offset + (getattr(pipe, "_num_timesteps", None) or self.total)
+        run = getattr(pipe, "_num_timesteps", None) or self.total
+        self.total = self.step_offset + run
         self.report(self.stage, self.step_offset + step + 1, self.total)
+        if self.preview and step + 1 in preview_steps(run, self.previews):
+            image = latent_preview(pipe, callback_kwargs.get("latents"))
+            if image is not None:
+                self.preview(image, self.step_offset + step + 1, self.total)
         return callback_kwargs

@@ -68,7 +68,7 @@ class LocalExecutor(Executor):
             return self.runner.run(plan, job, accepted_at)
 
         job = Job(id=job_id, record_id=record_id, endpoint=plan.endpoint, run=run, loop=loop,
-                  owner=plan.owner)
+                  owner=plan.owner, previews=plan.previews)
         place.queue.submit(job, place.slot)
         return job
 

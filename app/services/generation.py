@@ -5,6 +5,7 @@ The work runs on a worker: :mod:`app.services.run_generation`."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 from app.schemas.generation import Img2ImgRequest, InpaintRequest, Txt2ImgRequest
 from app.services.admission import Accepted, Admission
@@ -12,18 +13,27 @@ from app.services.planning import Planner
 
 
 class GenerationService:
+    """``previews``: how many step previews the job makes while denoising (``job.preview``
+    holds the latest, subscribers get ``preview`` events): the compatibility APIs'
+    progress images and partial images."""
+
     def __init__(self, planner: Planner, admission: Admission) -> None:
         self.planner = planner
         self.admission = admission
 
     def accept_txt2img(self, req: Txt2ImgRequest, loop: asyncio.AbstractEventLoop,
-                       client: dict | None = None) -> Accepted:
-        return self.admission.submit(self.planner.txt2img(req, client), loop)
+                       client: dict | None = None, previews: int = 0) -> Accepted:
+        return self._submit(self.planner.txt2img(req, client), loop, previews)
 
     def accept_inpaint(self, req: InpaintRequest, loop: asyncio.AbstractEventLoop,
-                       client: dict | None = None, endpoint: str = "inpaint") -> Accepted:
-        return self.admission.submit(self.planner.inpaint(req, client, endpoint), loop)
+                       client: dict | None = None, endpoint: str = "inpaint",
+                       previews: int = 0) -> Accepted:
+        return self._submit(self.planner.inpaint(req, client, endpoint), loop, previews)
 
     def accept_img2img(self, req: Img2ImgRequest, loop: asyncio.AbstractEventLoop,
-                       client: dict | None = None, endpoint: str = "img2img") -> Accepted:
-        return self.admission.submit(self.planner.img2img(req, client, endpoint), loop)
+                       client: dict | None = None, endpoint: str = "img2img",
+                       previews: int = 0) -> Accepted:
+        return self._submit(self.planner.img2img(req, client, endpoint), loop, previews)
+
+    def _submit(self, plan, loop: asyncio.AbstractEventLoop, previews: int) -> Accepted:
+        return self.admission.submit(replace(plan, previews=max(0, previews)), loop)

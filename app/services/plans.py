@@ -80,3 +80,4 @@ class JobPlan:
     owner: str | None
     remote: bool = False  # runs on the remote providers' queue, not the device's
     uploads: tuple[Upload, ...] = field(default=())
+    previews: int = 0  # step previews to make while denoising (app.pipelines.preview)
