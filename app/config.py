@@ -196,6 +196,15 @@ class Settings(BaseSettings):
         "Default: 90% of VRAM, or half the RAM. Least-recently-used models are evicted.")
     max_resident_loras: int = Field(8, ge=1, description="LoRA adapters kept loaded per model.")
 
+    # --- upscaling (POST /upscale; model files in BILDWERK_MODELS_DIR/upscalers/) ---------
+    upscale_tile_size: int = Field(
+        192, ge=0, description="Largest tile side, in input pixels, an upscaler model sees at "
+        "once (memory stays bounded on large images); 0 = the whole image at once.")
+    upscale_tile_overlap: int = Field(16, ge=0, description="Context pixels around a tile.")
+    upscale_max_output_pixels: int = Field(
+        4096 * 4096, ge=64 * 64, description="Largest upscaled image area.")
+    upscale_models_cached: int = Field(2, ge=1, description="Upscaler models kept loaded.")
+
     # --- embedded default model ---------------------------------------------------------
     embedded_model_id: str = "bildwerk-micro"
 

@@ -20,6 +20,7 @@ from app.services.jobs import JobService
 from app.services.models import ModelService
 from app.services.prompting import PromptService
 from app.services.sequences import SequenceService
+from app.services.upscale import UpscaleService
 
 
 def _state(request: Request):
@@ -70,6 +71,10 @@ def get_jobs(request: Request) -> JobService:
     return _state(request).jobs
 
 
+def get_upscale(request: Request) -> UpscaleService:
+    return _state(request).upscale
+
+
 def get_keys(request: Request) -> ApiKeyRepository:
     return _state(request).keys
 
@@ -96,3 +101,4 @@ ModelsDep = Annotated[ModelService, Depends(get_models)]
 ClientDep = Annotated[dict, Depends(client_info)]
 PromptsDep = Annotated[PromptService, Depends(get_prompts)]
 KeysDep = Annotated[ApiKeyRepository, Depends(get_keys)]
+UpscaleDep = Annotated[UpscaleService, Depends(get_upscale)]

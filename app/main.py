@@ -30,6 +30,8 @@ from app.routers import (
     records,
     sequences,
     styles,
+    upscale,
+    upscalers,
 )
 from app.routers import (
     providers as providers_router,
@@ -79,7 +81,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await asyncio.to_thread(lambda: (services.registry, services.loras))  # scan the models
     state = app.state
     for name in ("keys", "records", "blobs", "registry", "loras", "providers", "prompts",
-                 "generation", "sequences", "jobs", "models"):
+                 "generation", "sequences", "jobs", "models", "upscale"):
         setattr(state, name, getattr(services, name))
     state.db, state.queue = services.db, services.queues[0]
     services.executor.start_workers()
@@ -111,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module, dependencies in (
             (generation, [Depends(require("generate"))]),
             (sequences, [Depends(require("generate"))]),
+            (upscale, [Depends(require("generate"))]),
             (kiosk, [Depends(require("generate"))]),
             (jobs, [Depends(require("generate"))]),
             (records, [Depends(require("read", "generate"))]),  # GETs need read (per route)
@@ -118,11 +121,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # generate first, then the guard: a read-only key gets 403, not a 429
             (prompts, [Depends(require("generate"))]),
             (styles, any_key), (models, any_key), (providers_router, any_key),
+            (upscalers, any_key),
             (health, [])):
         responses = (COMMON_ERRORS if not dependencies else
                      {**COMMON_ERRORS, **UNAUTHORIZED} if dependencies is any_key else scoped)
         app.include_router(module.router, responses=responses, dependencies=dependencies + (
-            guard if module in (generation, sequences, kiosk, prompts) else []) + (
+            guard if module in (generation, sequences, upscale, kiosk, prompts) else []) + (
             prompt_guard if module is prompts else []))
     app.add_middleware(RequestGate, settings=settings)  # auth, size, time, JSON shape
     app.add_middleware(ControlCharGuard)

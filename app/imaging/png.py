@@ -76,6 +76,21 @@ def encode_png(image: Image.Image, meta: dict) -> bytes:
     return buf.getvalue()
 
 
+def encode_upscaled_png(image: Image.Image, meta: dict) -> bytes:
+    """An upscaled image: ``parameters`` as AUTOMATIC1111's extras tab writes it
+    (``Postprocess upscaler: …, Postprocess upscale by: …``), and the ``bildwerk`` chunk."""
+    info = PngInfo()
+    scale = meta.get("scale")
+    text = f"Postprocess upscaler: {_field_value(meta['upscaler'])}"
+    text += f", Postprocess upscale by: {scale:g}" if scale else \
+        f", Postprocess upscale to: {meta['width']}x{meta['height']}"
+    info.add_text("parameters", text)
+    info.add_itxt("bildwerk", json.dumps(meta, sort_keys=True, ensure_ascii=False))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", pnginfo=info, compress_level=4)
+    return buf.getvalue()
+
+
 def encode_plain_png(image: Image.Image) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG", compress_level=4)

@@ -48,7 +48,7 @@ from app.tasks import Task
 log = logging.getLogger("bildwerk.registry")
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
-RESERVED_DIRS = {*VAE_DIR_NAMES, "loras", "lora", "Lora"}
+RESERVED_DIRS = {*VAE_DIR_NAMES, "loras", "lora", "Lora", "upscalers"}
 
 
 class MemoryBudgetExceeded(BildwerkError):

@@ -60,7 +60,8 @@ async def job_response(request: Request, accepted: Accepted, jobs: JobService,
     images = getattr(result, "images", None) or getattr(result, "frames", None) or []
     if wants_png(request) and images:
         first = images[0]
-        return Response(blobs.read(first.sha256), media_type="image/png", headers={
-            "X-Bildwerk-Job-Id": job.id, "X-Bildwerk-Record-Id": accepted.record_id,
-            "X-Bildwerk-Seed": str(first.seed)})
-    return result  # the route's response_model (GenerationResult, SequenceResult) applies
+        headers = {"X-Bildwerk-Job-Id": job.id, "X-Bildwerk-Record-Id": accepted.record_id}
+        if getattr(first, "seed", None) is not None:  # an upscale has none
+            headers["X-Bildwerk-Seed"] = str(first.seed)
+        return Response(blobs.read(first.sha256), media_type="image/png", headers=headers)
+    return result  # the route's response_model (GenerationResult, ...) applies

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 from app.schemas.base import UtcDateTime
 from app.schemas.generation import GenerationResult
 from app.schemas.sequences import SequenceResult
+from app.schemas.upscale import UpscaleResult
 
 
 class JobProgress(BaseModel):
@@ -35,7 +36,7 @@ class JobStatus(BaseModel):
     created_at: UtcDateTime | None = None
     started_at: UtcDateTime | None = None
     finished_at: UtcDateTime | None = None
-    result: GenerationResult | SequenceResult | None = Field(
+    result: GenerationResult | SequenceResult | UpscaleResult | None = Field(
         None, description="The result when finished; for a cancelled img2seq, the frames "
         "made before the cancel.")
     error: JobErrorOut | None = None

@@ -85,6 +85,20 @@ class Services:
         local = LocalProvider(self.registry, max_batch=self.settings.max_images)
         return ProviderSet(build_providers(self.settings, local), self.settings.provider_chains)
 
+    @cached_property
+    def upscalers(self):
+        """Lanczos, Nearest and the model files in BILDWERK_MODELS_DIR/upscalers/."""
+        from app.upscaling.catalog import UpscalerCatalog
+
+        return UpscalerCatalog(self.settings.models_dir / "upscalers")
+
+    @cached_property
+    def upscaler_models(self):
+        """Loaded upscaler models (least recently used dropped first)."""
+        from app.upscaling.loading import UpscalerModels
+
+        return UpscalerModels(self.runtime, capacity=self.settings.upscale_models_cached)
+
     # -- work ---------------------------------------------------------------------------
     @cached_property
     def queues(self) -> tuple[JobQueue, JobQueue]:
@@ -118,7 +132,7 @@ class Services:
         from app.services.runner import PlanRunner
 
         runner = PlanRunner(self.settings, self.registry, self.loras, self.providers,
-                            self.blobs, self.records)
+                            self.blobs, self.records, self.upscaler_models)
         return LocalExecutor(*self.queues, runner)
 
     @cached_property
@@ -147,6 +161,13 @@ class Services:
         from app.services.sequences import SequenceService
 
         return SequenceService(self.planner, self.admission)
+
+    @cached_property
+    def upscale(self):
+        from app.services.upscale import UpscaleService
+
+        return UpscaleService(self.planner.check, self.upscalers, self.upscaler_models,
+                              self.admission)
 
     @cached_property
     def jobs(self):

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from PIL import Image
+
 from app.pipelines.img2seq import SequenceInput
 from app.pipelines.registry import ModelEntry
 from app.pipelines.requests import Img2ImgInput, InpaintInput, Txt2ImgInput
 from app.pipelines.vaes import VaeEntry
+from app.upscaling.catalog import UpscalerEntry
 
 
 @dataclass(frozen=True)
@@ -69,12 +72,24 @@ class SequenceWork:
 
 
 @dataclass(frozen=True)
+class UpscaleWork:
+    """An upscale on the device: the upscaler (app.upscaling), the image and the target
+    (``scale`` or ``size``; with neither, a model's own scale)."""
+
+    upscaler: UpscalerEntry
+    image: Image.Image
+    scale: float | None
+    size: tuple[int, int] | None
+    input_sha256: str
+
+
+@dataclass(frozen=True)
 class JobPlan:
     """Everything a job needs, checked. ``record`` holds the fields of its record
     (:class:`~app.persistence.records.NewRecord` without the ids and uploads)."""
 
     endpoint: str
-    work: GenerationWork | SequenceWork
+    work: GenerationWork | SequenceWork | UpscaleWork
     record: dict
     seeds: tuple[int, ...]
     owner: str | None

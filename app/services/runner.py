@@ -4,8 +4,8 @@ outputs made and the timings), and the typed result is built once, at the end.
 
 :class:`PlanRunner` is what an :class:`~app.services.executor.Executor` calls with a plan
 and the job that reports its progress. The work itself lives in
-:mod:`app.services.run_generation` (txt2img, inpaint, provider chains) and
-:mod:`app.services.run_sequence` (img2seq).
+:mod:`app.services.run_generation` (txt2img, img2img, inpaint, provider chains),
+:mod:`app.services.run_sequence` (img2seq) and :mod:`app.services.run_upscale`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ from app.pipelines.registry import LoadedModel, ModelEntry, ModelRegistry
 from app.providers.registry import ProviderSet
 from app.schemas.generation import GenerationResult
 from app.schemas.sequences import SequenceResult
-from app.services.plans import Choice, GenerationWork, JobPlan
+from app.schemas.upscale import UpscaleResult
+from app.services.plans import Choice, GenerationWork, JobPlan, SequenceWork
 
 log = logging.getLogger("bildwerk.jobs")
 
@@ -69,13 +70,15 @@ class Finished:
     usage: dict | None = None
 
 
-Result = GenerationResult | SequenceResult
+Result = GenerationResult | SequenceResult | UpscaleResult
+_RESULTS = {"img2seq": SequenceResult, "upscale": UpscaleResult}
 
 
 def build_result(endpoint: str, fields: dict, status: str,
                  timings: dict) -> Result:
-    """The typed result, once: a sequence's for img2seq, a generation's otherwise."""
-    model = SequenceResult if endpoint == "img2seq" else GenerationResult
+    """The typed result, once: a sequence's for img2seq, an upscale's for upscale, a
+    generation's otherwise."""
+    model = _RESULTS.get(endpoint, GenerationResult)
     return model.model_validate({**fields, "status": status, "timings": dict(timings)})
 
 
@@ -99,15 +102,19 @@ def model_session(registry: ModelRegistry, loras: LoraCatalog, entry: ModelEntry
 
 class PlanRunner:
     def __init__(self, settings: Settings, registry: ModelRegistry, loras: LoraCatalog,
-                 providers: ProviderSet, blobs: BlobStore, records: RecordRepository) -> None:
+                 providers: ProviderSet, blobs: BlobStore, records: RecordRepository,
+                 upscaler_models) -> None:
         from app.services.run_generation import GenerationRun
         from app.services.run_sequence import SequenceRun
+        from app.services.run_upscale import UpscaleRun
 
         self.settings = settings
         self.registry = registry
         self.records = records
+        self.upscaler_models = upscaler_models
         self.generation = GenerationRun(registry, loras, providers, blobs)
         self.sequence = SequenceRun(registry, loras, blobs, records)
+        self.upscale = UpscaleRun(settings, upscaler_models, blobs)
 
     def run(self, plan: JobPlan, job: Job, accepted_at: float) -> Result:
         """Run ``plan`` as ``job`` (on the worker thread) and record how it ended. Returns
@@ -121,8 +128,10 @@ class PlanRunner:
             with torch.inference_mode():
                 if isinstance(plan.work, GenerationWork):
                     done = self.generation.run(ctx, plan.work)
-                else:
+                elif isinstance(plan.work, SequenceWork):
                     done = self.sequence.run(ctx, plan.work)
+                else:
+                    done = self.upscale.run(ctx, plan.work)
         except JobCancelled as exc:
             ended: tuple[str, BildwerkError] = ("cancelled", exc)
             if job.interrupted:  # the server is shutting down
@@ -152,6 +161,7 @@ class PlanRunner:
         status, error = ended
         if isinstance(error, OutOfMemory):
             self.registry.after_oom()  # drop other models and VAEs, give the cache back
+            self.upscaler_models.clear()
         free_memory(self.registry.runtime)
         partial: Finished | None = getattr(error, "partial", None)
         ctx.timings["total_s"] = round(time.perf_counter() - ctx.accepted_at, 4)

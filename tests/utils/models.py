@@ -12,6 +12,7 @@ from diffusers import AutoencoderKL, StableDiffusionPipeline
 from app.pipelines.single_file.ldm_format import save_as_ldm_checkpoint
 from tests.utils.families import build_tiny_sd15, build_tiny_sd21, build_tiny_sdxl
 from tests.utils.loras import sdxl_kohya_shapes, write_header_only_safetensors, write_tiny_lora
+from tests.utils.upscalers import build_upscalers_dir
 
 
 def build_models_dir(root: Path) -> Path:
@@ -22,6 +23,8 @@ def build_models_dir(root: Path) -> Path:
     - ``tiny-single.safetensors``: ``tiny-sd15``'s weights as one LDM-layout file, with a
       ``tiny-single.config/`` sidecar (configs only) because tiny shapes are no real family
     - ``broken``: configs that probe fine but weights that cannot load
+    - ``upscalers/``: tiny model upscalers (tests/utils/upscalers.py), each case the
+      upscaler catalog and loader handle, refused ones included
     """
     models = root / "models"
     models.mkdir(parents=True)
@@ -55,6 +58,7 @@ def build_models_dir(root: Path) -> Path:
     torch.manual_seed(5)
     vae = AutoencoderKL.from_config(AutoencoderKL.load_config(base / "vae"))
     vae.save_pretrained(models / "vae" / "tiny-vae", safe_serialization=True)
+    build_upscalers_dir(models)
     return models
 
 
