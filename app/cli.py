@@ -171,6 +171,70 @@ def prompts(
     typer.echo(f"appended {written} prompts to {path}")
 
 
+@cli.command()
+def generate(
+    prompt: Annotated[str | None, typer.Argument(help="One prompt (or use --file).")] = None,
+    file: Annotated[Path | None, typer.Option(
+        "--file", "-f", help="Prompts: .csv with a 'prompt' column (and optional txt2img "
+        "columns), .jsonl (e.g. from `bildwerk prompts`) or .txt (one per line).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Batch folder: images, info.json, info.md. Running the same "
+        "command into it again makes only what is missing or failed. Default: "
+        "output/<file stem or prompt>.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model id (GET /models).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps.")] = None,
+    width: Annotated[int | None, typer.Option(help="Width, a multiple of 8.")] = None,
+    height: Annotated[int | None, typer.Option(help="Height, a multiple of 8.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of each item's first image "
+                                             "(image i: seed+i). Default: drawn.")] = None,
+    num_images: Annotated[int | None, typer.Option(help="Images per prompt.")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="Sampler (GET /schedulers).")] = None,
+    guidance_scale: Annotated[float | None, typer.Option(help="Guidance scale.")] = None,
+    negative_prompt: Annotated[str | None, typer.Option(help="What to avoid.")] = None,
+    provider: Annotated[str | None, typer.Option(help="local, openai, hf, gemini or a "
+                                                 "chain.")] = None,
+    style: Annotated[str | None, typer.Option(help="Style preset (GET /styles).")] = None,
+    vae: Annotated[str | None, typer.Option(help="VAE id (GET /vaes).")] = None,
+    clip_skip: Annotated[int | None, typer.Option(help="CLIP skip (1: last layer).")] = None,
+    lora: Annotated[list[str] | None, typer.Option(
+        help="LoRA as NAME or NAME:WEIGHT. Repeat for several.")] = None,
+    translate: Annotated[bool | None, typer.Option(
+        "--translate/--no-translate", help="Translate prompts to English first.")] = None,
+    expand_prompt: Annotated[bool | None, typer.Option(
+        "--expand-prompt/--no-expand-prompt", help="Let the server expand prompts.")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Jobs at a time.")] = 2,
+    url: Annotated[str, typer.Option(envvar="BILDWERK_URL", help="The server.")
+                   ] = "http://127.0.0.1:8000",
+    api_key: Annotated[str | None, typer.Option(
+        envvar="BILDWERK_API_KEY", show_default=False,
+        help="Sent as Authorization: Bearer.")] = None,
+    retries: Annotated[int, typer.Option(min=0, help="Retries of a 429/503 or a refused "
+                                         "connection, per request.")] = 8,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress",
+                                           help="Show a progress bar.")] = True,
+) -> None:
+    """Generate images for one prompt or a file of prompts on a running server (POST
+    /txt2img), a few at a time, into one folder with info.json and info.md. Exit status:
+    0 all made, 1 some items failed (made again on the next run), 2 usage, input,
+    connection or key error."""
+    from app.batch.command import generate as run_generate
+    from app.batch.inputs import parse_lora
+
+    try:
+        loras = [parse_lora(item) for item in lora or []]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--lora") from exc
+    options = {"model": model, "steps": steps, "width": width, "height": height,
+               "seed": seed, "num_images": num_images, "scheduler": scheduler,
+               "guidance_scale": guidance_scale, "negative_prompt": negative_prompt,
+               "provider": provider, "style": style, "vae": vae, "clip_skip": clip_skip,
+               "loras": loras, "translate": translate, "expand_prompt": expand_prompt}
+    code = run_generate(prompt, file, out, options, url=url, api_key=api_key,
+                        concurrency=concurrency, retries=retries, progress=progress,
+                        echo=typer.echo)
+    raise typer.Exit(code)
+
+
 keys_cli = typer.Typer(help="Manage API keys (stored hashed; the secret is shown once).",
                        no_args_is_help=True)
 cli.add_typer(keys_cli, name="keys")
