@@ -11,6 +11,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
+from app.compat.a1111 import errors as a1111_errors
+from app.compat.a1111.routes import build_router as a1111_router
+from app.compat.openai_images.errors import openai_error_response
+from app.compat.openai_images.routes import images_router as openai_images_router
+from app.compat.openai_images.routes import models_router as openai_models_router
 from app.config import Settings
 from app.docs import install_docs
 from app.errors import install_error_handlers
@@ -128,6 +133,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router, responses=responses, dependencies=dependencies + (
             guard if module in (generation, sequences, upscale, kiosk, prompts) else []) + (
             prompt_guard if module is prompts else []))
+    # The OpenAI Images API (app/compat/openai_images): images need generate and pass the
+    # guard, models any key; its errors (and the gate's) are in OpenAI's shape.
+    app.include_router(openai_images_router,
+                       dependencies=[Depends(require("generate")), *guard])
+    app.include_router(openai_models_router, dependencies=any_key)
+    app.state.error_dialects.add("/v1/", openai_error_response)
+    # AUTOMATIC1111's API (app/compat/a1111): scopes per route (generate for work, admin for
+    # refresh-*, any key for the catalogues); its errors (and the gate's) in A1111's shape.
+    app.include_router(a1111_router(guard), dependencies=any_key)
+    app.state.error_dialects.add(a1111_errors.PREFIX, a1111_errors.render)
     app.add_middleware(RequestGate, settings=settings)  # auth, size, time, JSON shape
     app.add_middleware(ControlCharGuard)
     install_cors(app, settings)  # outermost, so every answer carries the CORS headers

@@ -40,8 +40,11 @@ from app.json_shape import JsonShape, check_json_shape
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 IMAGE_BODY_PATHS = frozenset({
     "/inpaint", "/img2img", "/img2seq", "/upscale", "/inpainting/", "/inpainting",
-    # the compatibility APIs' routes that carry images (app/compat)
-    "/sdapi/v1/img2img", "/sdapi/v1/extra-single-image", "/sdapi/v1/png-info",
+    # the compatibility APIs' routes that carry images (app/compat); AUTOMATIC1111's
+    # txt2img too: its clients put ControlNet/ADetailer images into alwayson_scripts
+    # (ignored here, but they must not make the body too large to be read)
+    "/sdapi/v1/txt2img", "/sdapi/v1/img2img", "/sdapi/v1/extra-single-image",
+    "/sdapi/v1/png-info",
     "/v1/images/edits", "/v1/images/variations"})
 
 
@@ -152,11 +155,17 @@ def _is_json(scope: Scope) -> bool:
 
 
 def _secret(scope: Scope) -> str | None:
-    """The API key as ``Authorization: Bearer`` or ``X-API-Key`` carry it."""
+    """The API key as ``Authorization: Bearer``, HTTP Basic's password (any user name, as
+    AUTOMATIC1111 clients send it) or ``X-API-Key`` carry it."""
+    from app.security.auth import basic_password
+
     authorization = _header(scope, b"authorization")
     if authorization:
         scheme, _, credentials = authorization.partition(" ")
         if scheme.lower() == "bearer" and credentials.strip():
             return credentials.strip()
+        password = basic_password(authorization)
+        if password:
+            return password
     api_key = _header(scope, b"x-api-key")
     return api_key.strip() if api_key and api_key.strip() else None

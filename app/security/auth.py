@@ -16,6 +16,10 @@ admin       POST /models/refresh, /models/merge, /models/{id}/load, /models/{id}
 public      /health, /ready, /docs, /docs-assets/*, /openapi.json
 ==========  =====================================================================
 
+A key is sent as ``Authorization: Bearer``, ``X-API-Key`` or HTTP Basic's password (any
+user name; AUTOMATIC1111 clients send it so). The ``/sdapi/v1`` routes set their scopes
+per route (``app/compat/a1111/routes.py``).
+
 Without a key: ``auth_mode=open`` lets everyone in as admin; ``auto`` lets loopback
 clients in as admin while no (unrevoked) key exists; otherwise 401. A key that is sent is
 always checked, in every mode.
@@ -23,6 +27,8 @@ always checked, in every mode.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import logging
 from dataclasses import dataclass
@@ -30,7 +36,7 @@ from functools import cache
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBasic, HTTPBearer
 
 from app.config import Settings
 from app.errors import Forbidden, Unauthorized
@@ -46,6 +52,34 @@ _bearer = HTTPBearer(auto_error=False, scheme_name="bearer",
                      description="`Authorization: Bearer bw_…` (an API key).")
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="apiKey",
                         description="`X-API-Key: bw_…` (the same API key).")
+
+
+def basic_password(authorization: str | None) -> str | None:
+    """The password of an ``Authorization: Basic`` header (any user name), which is how
+    AUTOMATIC1111 clients send credentials (``webuiapi.set_auth``, ``--api-auth``): the API
+    key. None for another scheme, a malformed header or an empty password."""
+    scheme, _, credentials = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "basic" or not credentials.strip():
+        return None
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    _, separator, password = decoded.partition(":")
+    return (password.strip() or None) if separator else None
+
+
+class _BasicKey(HTTPBasic):
+    """HTTP Basic in the OpenAPI document (Swagger UI offers it); parsing never answers by
+    itself: a request without usable Basic credentials goes on to the other schemes."""
+
+    async def __call__(self, request: Request) -> str | None:  # type: ignore[override]
+        return basic_password(request.headers.get("authorization"))
+
+
+_basic = _BasicKey(auto_error=False, scheme_name="basic",
+                   description="HTTP Basic with any user name and the API key as the "
+                   "password (AUTOMATIC1111 clients: `webuiapi.set_auth`).")
 
 
 @dataclass(frozen=True)
@@ -109,14 +143,15 @@ def resolve_principal(settings: Settings, keys: ApiKeyRepository, host: str | No
         return Principal.keyless(loopback)
     hint = (" (while no key exists, only loopback clients may call without one)"
             if settings.auth_mode == "auto" else "")
-    raise Unauthorized("an API key is required: send `Authorization: Bearer <key>` or "
-                       f"`X-API-Key: <key>`{hint}")
+    raise Unauthorized("an API key is required: send `Authorization: Bearer <key>`, "
+                       f"`X-API-Key: <key>` or HTTP Basic with the key as password{hint}")
 
 
 def authenticate(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key)],
+    basic: Annotated[str | None, Depends(_basic)],
 ) -> Principal:
     """Resolve the caller, or answer 401. Runs once per request (FastAPI caches it); for a
     request with a body the gate (:mod:`app.request_gate`) already did, before reading it."""
@@ -125,7 +160,7 @@ def authenticate(
         return known
     state = request.app.state
     host = request.client.host if request.client else None
-    secret = (bearer.credentials if bearer else None) or api_key
+    secret = (bearer.credentials if bearer else None) or basic or api_key
     principal = resolve_principal(state.settings, state.keys, host, secret)
     request.state.principal = principal
     return principal

@@ -19,6 +19,9 @@ POLICY: dict[tuple[str, str], str] = {
     ("POST", "/txt2img"): "generate",
     ("POST", "/inpaint"): "generate",
     ("POST", "/img2seq"): "generate",
+    ("POST", "/img2img"): "generate",
+    ("POST", "/upscale"): "generate",
+    ("GET", "/upscalers"): "any",
     ("POST", "/inpainting/"): "generate",
     ("POST", "/prompt-expand"): "generate",
     ("GET", "/jobs/{job_id}"): "generate",
@@ -44,6 +47,21 @@ POLICY: dict[tuple[str, str], str] = {
     ("GET", "/docs"): "public",
     ("GET", "/openapi.json"): "public",
     ("GET", "/docs-assets/*"): "public",
+    # AUTOMATIC1111's API (app/compat/a1111/routes.py); its errors in A1111's shape
+    **{("POST", f"/sdapi/v1/{p}"): "generate" for p in (
+        "txt2img", "img2img", "extra-single-image", "interrupt", "skip", "options")},
+    ("GET", "/sdapi/v1/progress"): "generate",
+    **{("POST", f"/sdapi/v1/{p}"): "admin" for p in (
+        "refresh-checkpoints", "refresh-vae", "refresh-loras")},
+    ("POST", "/sdapi/v1/png-info"): "any",
+    **{("GET", f"/sdapi/v1/{p}"): "any" for p in (
+        "options", "samplers", "schedulers", "upscalers", "sd-models", "sd-vae", "loras",
+        "prompt-styles", "scripts", "script-info", "embeddings", "hypernetworks",
+        "face-restorers", "realesrgan-models", "latent-upscale-modes", "extensions")},
+    # The OpenAI Images API (app/compat/openai_images/routes.py); errors in OpenAI's shape
+    **{("POST", f"/v1/images/{p}"): "generate" for p in ("generations", "edits", "variations")},
+    ("GET", "/v1/models"): "any",
+    ("GET", "/v1/models/{model_id:path}"): "any",
 }
 CALLERS = ("remote-no-key", "invalid-key", "generate", "read", "admin")
 ALLOWED = {  # policy -> the callers let in
@@ -77,8 +95,13 @@ def concrete(path: str) -> str:
     return re.sub(r"\{(\w+)(?::\w+)?\}", lambda m: PARAMS[m.group(1)], path)
 
 
+# Bodies that would start real work when empty (AUTOMATIC1111's defaults: 512 px, 50 steps)
+SMALL_BODIES = {"/sdapi/v1/txt2img": {"steps": 1, "width": 64, "height": 64}}
+
+
 def call(client, method: str, path: str, headers: dict[str, str]):
-    body = {"json": {}} if method == "POST" else {}  # minimal: the handler may answer 422
+    # minimal: the handler may answer 422
+    body = {"json": SMALL_BODIES.get(path, {})} if method == "POST" else {}
     return client.request(method, concrete(path), headers=headers, **body)
 
 
@@ -105,6 +128,17 @@ def test_the_matrix(client, remote):
             r = call(http, method, path, headers)
             if caller in ALLOWED[policy]:
                 ok = r.status_code not in (401, 403)
+            elif path.startswith("/sdapi/"):  # AUTOMATIC1111's error body, Basic challenge
+                ok = (r.status_code == 401 and r.headers.get("www-authenticate", "")
+                      .startswith("Basic") and "API key" in r.json()["detail"]
+                      ) if caller in ("remote-no-key", "invalid-key") else (
+                    r.status_code == 403 and f"'{policy}'" in r.json()["detail"])
+            elif path.startswith("/v1/"):  # OpenAI's error body
+                error = r.json()["error"]
+                ok = (r.status_code == 401 and error["code"] == "invalid_api_key"
+                      and r.headers.get("www-authenticate") == "Bearer"
+                      ) if caller in ("remote-no-key", "invalid-key") else (
+                    r.status_code == 403 and f"'{policy}'" in error["message"])
             elif caller in ("remote-no-key", "invalid-key"):
                 ok = (r.status_code == 401 and r.headers.get("www-authenticate") == "Bearer"
                       and r.json()["error"]["code"] == "unauthorized")

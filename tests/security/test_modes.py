@@ -47,8 +47,10 @@ def test_once_a_key_exists_loopback_needs_one_too(client):
 def test_a_key_sent_is_always_checked(client):
     assert_401(client.get("/records", headers=bearer("bw_not-a-key")))
     assert_401(client.get("/records", headers={"X-API-Key": "nonsense"}))
+    # HTTP Basic's password is a key too (AUTOMATIC1111 clients send it so): checked.
+    assert_401(client.get("/records", headers={"Authorization": "Basic dXNlcjpwdw=="}))
     # Another scheme is not a key: without keys in the database loopback still gets in.
-    assert client.get("/records", headers={"Authorization": "Basic dXNlcjpwdw=="}
+    assert client.get("/records", headers={"Authorization": "Digest username=\"u\""}
                       ).status_code == 200
 
 
