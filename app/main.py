@@ -48,12 +48,14 @@ from app.services.container import build_services
 
 log = logging.getLogger("bildwerk")
 
-DESCRIPTION = """Self-hosted image generation: **txt2img**, **inpaint** and **img2seq** on
-Stable Diffusion checkpoints, and **prompt-expand** (wishes in any language into rich
-prompts, with `GET /styles`), every request recorded. Requests wait for their result by
-default; send `Prefer: respond-async` to get `202` and follow `/jobs/{id}` or `/jobs/{id}/events`.
-`Accept: image/png` returns the first image's bytes. Errors always have the shape
-`{"error": {"code", "message", "param"}}`."""
+DESCRIPTION = """Self-hosted image generation: **txt2img**, **img2img**, **inpaint**,
+**img2seq** and **upscale** on Stable Diffusion checkpoints, and **prompt-expand** (wishes
+in any language into rich prompts, with `GET /styles`), every request recorded. Requests
+wait for their result by default; send `Prefer: respond-async` to get `202` and follow
+`/jobs/{id}` or `/jobs/{id}/events`. `Accept: image/png` returns the first image's bytes.
+Errors always have the shape `{"error": {"code", "message", "param"}}`, except under the
+compatibility APIs, which answer as the originals do: AUTOMATIC1111's under `/sdapi/v1`,
+OpenAI's Images API under `/v1`."""
 
 
 def _quiet_libraries() -> None:
