@@ -103,12 +103,18 @@ def sent_values(path: str) -> dict:
             else _derived(name, properties[name]) for name in model.model_fields}
 
 
+# Fields a route takes one group of at a time, where its schema has no oneOf saying so.
+EXCLUSIVE = {"/upscale": [{"scale"}, {"width", "height"}]}
+
+
 def variants(path: str) -> list[dict]:
     """The sent values split where the model takes one of several fields (img2seq:
-    prompt or prompt_schedule); together the variants send every field."""
+    prompt or prompt_schedule; upscale: scale or width and height); together the variants
+    send every field."""
     model = ROUTES[path][0]
     values = sent_values(path)
-    choices = [set(c.get("required", ())) for c in model.model_json_schema().get("oneOf", [])]
+    choices = [set(c.get("required", ())) for c in model.model_json_schema().get("oneOf", [])
+               ] or EXCLUSIVE.get(path, [])
     if not choices:
         return [values]
     every = set().union(*choices)
