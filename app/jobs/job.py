@@ -32,14 +32,27 @@ class JobFailure:
     param: str | None = None
 
 
-@dataclass(frozen=True)
 class Preview:
-    """A step preview: PNG bytes, its number (0-based) and the step it shows."""
+    """A step preview: its number (0-based), the step it shows, and the picture, kept at
+    the latent's size (1/8 of the image's sides) and made into a full-size PNG only when
+    someone asks for it (``png``): an A1111 client that never polls progress costs no
+    encoding on the worker."""
 
-    png: bytes
-    index: int
-    step: int
-    total: int
+    def __init__(self, small, index: int, step: int, total: int) -> None:
+        self.small, self.index, self.step, self.total = small, index, step, total
+        self._png: bytes | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def png(self) -> bytes:
+        with self._lock:
+            if self._png is None:
+                from app.pipelines.preview import full_size
+
+                buffer = io.BytesIO()
+                full_size(self.small).save(buffer, format="PNG", compress_level=1)
+                self._png = buffer.getvalue()
+            return self._png
 
 
 @dataclass
@@ -124,15 +137,14 @@ class Job:
     def set_frame(self, frame: int, frames: int) -> None:
         self.frame, self.frames, self.step = frame, frames, 0
 
-    def set_preview(self, image, step: int, total: int) -> None:
-        """Keep a step preview (a PIL image) as PNG and send it to subscribers as a
-        ``preview`` event."""
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG", compress_level=1)
+    def set_preview(self, small, step: int, total: int) -> None:
+        """Keep a step preview (a PIL image at the latent's size); subscribers, if any, get
+        it as a ``preview`` event with the full-size PNG."""
         index = self.preview.index + 1 if self.preview else 0
-        self.preview = Preview(png=buffer.getvalue(), index=index, step=step, total=total)
-        self._emit("preview", {"index": index, "step": step, "total": total,
-                               "png_base64": base64.b64encode(self.preview.png).decode()})
+        self.preview = preview = Preview(small, index=index, step=step, total=total)
+        if self._subscribers:
+            self._emit("preview", {"index": index, "step": step, "total": total,
+                                   "png_base64": base64.b64encode(preview.png).decode()})
 
     def emit_event(self, event: str, data: dict) -> None:
         """Send a custom event (e.g. ``frame``) to every SSE subscriber; frame events are
@@ -182,6 +194,7 @@ class Job:
         self.stage = status
         self.finished_at = datetime.now(UTC)
         self.run = _finished  # drop the request's inputs (images) with the closure
+        self.preview = None  # the result is what counts now (finished jobs are kept a while)
         payload = self.snapshot()
         if result is not None:
             payload["result"] = result

@@ -3,8 +3,9 @@
 A latent of Stable Diffusion's VAE is close to a linear map of RGB at 1/8 the size, so a
 4×3 matrix per VAE turns it into a rough picture in a few milliseconds (AUTOMATIC1111's
 "Approx cheap"). The factors are least-squares fits of latents to their decoded images
-(SD 1.x/2.x share one VAE; SDXL has its own). A preview is scaled up ×8 to the size the
-final image will have, so a client can show it in its place.
+(SD 1.x/2.x share one VAE; SDXL has its own). A preview is kept at the latent's size and
+scaled up ×8 (:func:`full_size`) to the size the final image will have when a client asks
+for it, so it can be shown in its place.
 """
 
 from __future__ import annotations
@@ -21,17 +22,21 @@ VAE_SCALE = 8
 
 
 def latent_preview(pipe, latents: torch.Tensor) -> Image.Image | None:
-    """The first image of the batch as a preview, or None for a latent this does not know
-    (not four channels)."""
+    """The first image of the batch as a preview at the latent's size, or None for a
+    latent this does not know (not four channels)."""
     if latents.ndim != 4 or latents.shape[1] != 4:
         return None
     factors = _SDXL_FACTORS if "XL" in type(pipe).__name__ else _SD_FACTORS
     latent = latents[0].detach().to("cpu", torch.float32)
     rgb = torch.einsum("chw,cr->hwr", latent, factors)
     pixels = ((rgb + 1.0) * 127.5).clamp(0, 255).to(torch.uint8).numpy()
-    image = Image.fromarray(np.ascontiguousarray(pixels), "RGB")
-    return image.resize((image.width * VAE_SCALE, image.height * VAE_SCALE),
-                        Image.Resampling.BILINEAR)
+    return Image.fromarray(np.ascontiguousarray(pixels), "RGB")
+
+
+def full_size(preview: Image.Image) -> Image.Image:
+    """A latent-size preview at the size of the image it will become."""
+    return preview.resize((preview.width * VAE_SCALE, preview.height * VAE_SCALE),
+                          Image.Resampling.BILINEAR)
 
 
 def preview_steps(total: int, count: int) -> frozenset[int]:

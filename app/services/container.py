@@ -94,9 +94,14 @@ class Services:
 
     @cached_property
     def upscaler_models(self):
-        """Loaded upscaler models (least recently used dropped first)."""
+        """Loaded upscaler models (least recently used dropped first). spandrel is imported
+        here, at start, when there are model files: its import briefly shows other threads
+        a placeholder torchvision (app/upscaling/spandrel_import.py)."""
         from app.upscaling.loading import UpscalerModels
+        from app.upscaling.spandrel_import import import_spandrel
 
+        if any(entry.kind == "model" for entry in self.upscalers.entries()):
+            import_spandrel()
         return UpscalerModels(self.runtime, capacity=self.settings.upscale_models_cached)
 
     # -- work ---------------------------------------------------------------------------

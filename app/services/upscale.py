@@ -28,8 +28,8 @@ class UpscaleService:
     def upscalers(self) -> list[dict]:
         """Every upscaler a request may name (the folder is scanned again each time)."""
         self.catalog.refresh()
-        loaded = set(self.models.loaded())
-        return [{"name": e.name, "kind": e.kind, "scale": e.scale,
+        loaded = self.models.loaded_scales()
+        return [{"name": e.name, "kind": e.kind, "scale": loaded.get(e.name, e.scale),
                  "path": e.path.name if e.path else None, "size_bytes": e.size_bytes,
                  "loaded": e.name in loaded} for e in self.catalog.entries()]
 

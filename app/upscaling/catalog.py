@@ -106,9 +106,13 @@ class UpscalerCatalog:
         return [entry.name for entry in self.entries()]
 
     def resolve(self, name: str) -> UpscalerEntry:
-        """The upscaler called ``name`` (any letter case), or :class:`NotFound` that lists
-        the names that exist."""
-        entry = self._by_key.get(name.strip().lower())
+        """The upscaler called ``name`` (any letter case; an unknown name rescans the folder
+        once), or :class:`NotFound` that lists the names that exist."""
+        key = name.strip().lower()
+        entry = self._by_key.get(key)
+        if entry is None and self.models_dir is not None:
+            self.refresh()  # a file added since the last scan
+            entry = self._by_key.get(key)
         if entry is not None:
             return entry
         names = self.names()

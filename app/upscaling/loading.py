@@ -203,6 +203,11 @@ class UpscalerModels:
         with self._lock:
             return [loaded.name for loaded in self._loaded.values()]
 
+    def loaded_scales(self) -> dict[str, int]:
+        """{name: the loaded model's own scale} of the models kept loaded."""
+        with self._lock:
+            return {loaded.name: loaded.scale for loaded in self._loaded.values()}
+
     def unload(self, name: str) -> bool:
         """Drop the model called ``name`` (any letter case); ``False`` if none was loaded."""
         with self._lock:

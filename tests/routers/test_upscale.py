@@ -22,6 +22,21 @@ def output(client, response) -> Image.Image:
     return decode(client.get(response.json()["images"][0]["url"]).content)
 
 
+def test_a_file_added_after_start_is_found_and_the_list_shows_the_loaded_scale(
+        make_client, tmp_path):
+    from tests.utils.upscalers import compact_state_dict, save_state_dict
+
+    models = tmp_path / "models"
+    client = make_client(models_dir=models, default_model=None)
+    assert client.get("/upscalers").json()[-1]["name"] == "Nearest"
+    # a x2 model whose name says nothing of its scale
+    save_state_dict(compact_state_dict(2, seed=9), models / "upscalers" / "mystery.pth")
+    r = upscale(client, scene(20, 10), upscaler="Mystery")
+    assert output(client, r).size == (40, 20)  # its own scale, found without a refresh
+    listed = {u["name"]: u for u in client.get("/upscalers").json()}
+    assert listed["mystery"]["loaded"] and listed["mystery"]["scale"] == 2
+
+
 def test_the_list_has_the_builtins_and_the_model_files(client):
     listed = {u["name"]: u for u in client.get("/upscalers").json()}
     assert listed["Lanczos"]["kind"] == listed["Nearest"]["kind"] == "builtin"

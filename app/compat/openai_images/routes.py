@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse
+from starlette.background import BackgroundTask
 
 from app.compat.openai_images import translate
 from app.compat.openai_images.answers import AnswerFormat, images_response
@@ -113,9 +114,12 @@ async def _answer(request: Request, accepted: Accepted, kind: str, fmt: AnswerFo
                "X-Bildwerk-Record-Id": accepted.record_id}
     if stream:
         queue = accepted.job.subscribe()  # at once: the previews begin with the job
+        # image_events unsubscribes when it ends; the background task also covers a client
+        # gone before the stream's first event (then the generator never starts)
         return EventSourceResponse(image_events(kind, accepted.job, queue, jobs, blobs, fmt,
                                                 partial_images, settings.sync_timeout_s),
-                                   ping=15, headers=headers)
+                                   ping=15, headers=headers,
+                                   background=BackgroundTask(accepted.job.unsubscribe, queue))
     result = await jobs.wait_result(accepted.job, settings.sync_timeout_s,
                                     request.is_disconnected)
     body = OpenAIImagesResponse.model_validate(await run_in_threadpool(  # reads, encodes
