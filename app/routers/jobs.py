@@ -25,7 +25,10 @@ def get_job(job_id: str, jobs: JobsDep, principal: PrincipalDep) -> dict:
 
 @router.get("/{job_id}/events", responses={
     200: {"description": "Server-Sent Events: `status`, `progress` (stage, step/total), then "
-          "one final `succeeded`, `failed` or `cancelled` event carrying the result or error.",
+          "one final `succeeded`, `failed` or `cancelled` event carrying the result or error. "
+          "Jobs started with step previews (the compatibility APIs' progress images and "
+          "partial images) also send `preview` events: `index`, `step`, `total`, "
+          "`png_base64`.",
           "content": {"text/event-stream": {}}}, **_NOT_FOUND},
     summary="Follow a job as Server-Sent Events")
 async def job_events(job_id: str, request: Request, jobs: JobsDep,
