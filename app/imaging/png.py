@@ -40,7 +40,9 @@ def _escape_control(match: re.Match) -> str:
     return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
-def _field_value(value):
+def field_value(value):
+    """A value of the fields line: free text escaped onto one line, JSON-quoted when it
+    holds , : or " (as AUTOMATIC1111 quotes it); anything else as it is."""
     if not isinstance(value, str):
         return value
     value = one_line(value)
@@ -63,7 +65,7 @@ def a1111_parameters(meta: dict) -> str:
         ("Denoising strength", meta.get("strength")),
         ("Mask blur", meta.get("mask_blur")),
     ]
-    lines.append(", ".join(f"{k}: {_field_value(v)}" for k, v in fields if v is not None))
+    lines.append(", ".join(f"{k}: {field_value(v)}" for k, v in fields if v is not None))
     return "\n".join(lines)
 
 
@@ -81,7 +83,7 @@ def encode_upscaled_png(image: Image.Image, meta: dict) -> bytes:
     (``Postprocess upscaler: …, Postprocess upscale by: …``), and the ``bildwerk`` chunk."""
     info = PngInfo()
     scale = meta.get("scale")
-    text = f"Postprocess upscaler: {_field_value(meta['upscaler'])}"
+    text = f"Postprocess upscaler: {field_value(meta['upscaler'])}"
     text += f", Postprocess upscale by: {scale:g}" if scale else \
         f", Postprocess upscale to: {meta['width']}x{meta['height']}"
     info.add_text("parameters", text)

@@ -19,7 +19,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
+from app.compat.a1111.service import A1111State
 from app.config import Settings
 from app.main import create_app
 from tests.conftest import TEST_DEVICE
@@ -210,7 +212,7 @@ def test_sd_models_and_a_checkpoint_override(sqlite_client):
     single = next(m for m in models if m["model_name"] == "tiny-single")
     assert single["title"] == f"tiny-single.safetensors [{single['hash']}]"
     assert single["sha256"].startswith(single["hash"]) and len(single["hash"]) == 10
-    assert single["filename"].endswith("tiny-single.safetensors")
+    assert single["filename"] == "tiny-single.safetensors"  # relative to the models dir
     for name in (single["title"], "tiny-single.safetensors", "tiny-single", single["hash"]):
         data, info = txt2img(sqlite_client, seed=1,
                              override_settings={"sd_model_checkpoint": name})
@@ -525,3 +527,193 @@ def test_the_routes_are_documented_and_their_examples_run(sqlite_client):
         for name, example in media["examples"].items():
             r = sqlite_client.post(path, json=example["value"])
             assert r.status_code == 200, (path, name, r.text)
+
+
+# -- hostile input, limits, isolation ---------------------------------------------------------
+def _quick(call, limit: float = 1.0):
+    """``call()``'s response, asserting that it came well under ``limit`` seconds (a regex
+    that backtracks quadratically holds the GIL, and so the whole server, for seconds)."""
+    start = time.monotonic()
+    response = call()
+    took = time.monotonic() - start
+    assert took < limit, f"{took:.2f}s"
+    return response
+
+
+def _png_with_parameters(text: str) -> str:
+    info = PngInfo()
+    info.add_text("parameters", text)
+    buf = io.BytesIO()
+    scene(16, 16).save(buf, format="PNG", pnginfo=info)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_hostile_texts_answer_at_once(sqlite_client):
+    post = sqlite_client.post
+    # png-info parses the last line's "Key: value" pairs: one long line without ':' (or
+    # with a long run of spaces) took many seconds
+    for text in ("a" * 60_000, "a" + " " * 60_000 + "b", "Steps: 1, " + "x" * 60_000):
+        r = _quick(lambda t=text: post("/sdapi/v1/png-info",
+                                       json={"image": _png_with_parameters(t)}))
+        assert r.status_code == 200, r.text
+        assert r.json()["info"] == text and r.json()["parameters"]["Prompt"]
+    # beyond 64 KB the text is answered as it is, not parsed
+    huge = "a, " * 30_000 + "\nSteps: 2, Seed: 1, Size: 8x8"
+    r = _quick(lambda: post("/sdapi/v1/png-info", json={"image": _png_with_parameters(huge)}))
+    assert r.status_code == 200 and r.json()["info"] == huge
+    assert r.json()["parameters"] == {}
+    # the prompt (LoRA tags are taken out of it, then empty terms): a newline flood
+    for prompt in ("a" + "\n" * 80_000, "a" + ", \n" * 20_000 + "b"):
+        r = _quick(lambda p=prompt: post("/sdapi/v1/txt2img", json={"prompt": p, **FAST}))
+        assert r.status_code == 422 and r.json()["error"] == "HTTPException"
+        assert "prompt" in r.json()["detail"]
+    # within the schema's 4000 but beyond the server's BILDWERK_MAX_PROMPT_CHARS (2000)
+    r = post("/sdapi/v1/txt2img", json={"prompt": "a" + "\n" * 3000, **FAST})
+    assert r.status_code == 422 and "BILDWERK_MAX_PROMPT_CHARS" in r.json()["detail"]
+    r = post("/sdapi/v1/txt2img", json={"prompt": "x", **FAST, "sampler_name": "E" * 300})
+    assert r.status_code == 422 and "sampler_name" in r.json()["detail"]
+    # a checkpoint title: a long run of spaces before no [hash]
+    name = "x" + " " * 40_000 + "y"
+    r = _quick(lambda: post("/sdapi/v1/txt2img", json={
+        "prompt": "x", **FAST, "override_settings": {"sd_model_checkpoint": name}}))
+    assert r.status_code == 404 and r.json()["detail"].startswith("Model not found")
+    r = _quick(lambda: post("/sdapi/v1/options", json={"sd_model_checkpoint": name}))
+    assert r.status_code == 404
+    r = _quick(lambda: post("/sdapi/v1/options",
+                            json={"sd_model_checkpoint": "x" + " " * 200 + "[0123456789"}))
+    assert r.status_code == 404
+
+
+def test_huge_numbers_are_a1111_shaped_4xx_not_500(sqlite_client):
+    post = sqlite_client.post
+    image = data_url(scene(32, 32))
+
+    def refused(r, field: str) -> None:
+        assert 400 <= r.status_code < 500, r.text
+        assert r.json()["error"] == "HTTPException" and field in r.json()["detail"], r.text
+
+    # 10**400: steps x strength and width / image.width overflowed a float (the body gate
+    # may refuse such a number first; either way a 4xx)
+    for steps in (10**400, 2**63 - 1, 10**6, 1001):
+        r = post("/sdapi/v1/img2img", json={"prompt": "x", "init_images": [image],
+                                            "width": 64, "height": 64, "steps": steps})
+        refused(r, "steps" if steps < 2**64 else "")
+        r = post("/sdapi/v1/txt2img", json={"prompt": "x", **FAST, "steps": steps})
+        refused(r, "steps" if steps < 2**64 else "")
+    for side in (10**400, 2**63 - 1, 10**9, 16385):
+        for field in ("upscaling_resize_w", "upscaling_resize_h"):
+            for crop in (True, False):
+                r = post("/sdapi/v1/extra-single-image", json={
+                    "image": image, "upscaler_1": "Lanczos", "resize_mode": 1,
+                    "upscaling_crop": crop, field: side})
+                refused(r, field if side < 2**64 else "")
+    # clip skip as JSON's Infinity / NaN: not a whole number
+    for value in ("Infinity", "NaN", "1e400"):
+        r = post("/sdapi/v1/txt2img", headers={"Content-Type": "application/json"},
+                 content='{"prompt": "x", "steps": 2, "width": 64, "height": 64, '
+                         '"override_settings": {"CLIP_stop_at_last_layers": ' + value + '}}')
+        assert 400 <= r.status_code < 500, r.text
+        assert r.json()["error"] == "HTTPException"
+
+
+def test_upscaler_none_in_any_case_returns_the_image(sqlite_client):
+    image = scene(24, 16)
+    for name in ("none", "NONE", " None "):
+        r = sqlite_client.post("/sdapi/v1/extra-single-image", json={
+            "image": data_url(image), "upscaler_1": name, "upscaler_2": name.lower()})
+        assert r.status_code == 200, r.text
+        assert np.array_equal(pixels(b64_png(r.json()["image"])), pixels(image))
+
+
+def test_catalogues_show_paths_relative_to_the_models_dir(sqlite_client, models_dir):
+    get = sqlite_client.get
+    roots = {str(models_dir), str(models_dir.resolve())}
+    models = get("/sdapi/v1/sd-models").json()
+    vaes = get("/sdapi/v1/sd-vae").json()
+    loras = get("/sdapi/v1/loras").json()
+    shown = [m["filename"] for m in models] + [m["config"] for m in models if m["config"]] \
+        + [v["filename"] for v in vaes] + [lo["path"] for lo in loras]
+    assert models and vaes and loras
+    for path in shown:
+        assert not Path(path).is_absolute() and not any(root in path for root in roots), path
+    for path in [v["filename"] for v in vaes] + [lo["path"] for lo in loras]:
+        assert (models_dir / path).exists(), path  # relative to BILDWERK_MODELS_DIR
+    assert all(lo["path"].split("/")[0] in ("loras", "lora", "Lora") for lo in loras)
+
+
+def test_first_requests_at_once_share_one_state(sqlite_client, monkeypatch):
+    """The API's state is made with the router, not by whichever request comes first: two
+    first requests at once each made one, and one's options were lost."""
+    made = []
+    real_init = A1111State.__init__
+
+    def slow_init(self) -> None:  # widens the window two first requests race through
+        made.append(self)
+        time.sleep(0.3)
+        real_init(self)
+
+    monkeypatch.setattr(A1111State, "__init__", slow_init)
+    barrier = threading.Barrier(2)
+    answers = []
+
+    def set_option(values: dict) -> None:
+        barrier.wait()
+        answers.append(sqlite_client.post("/sdapi/v1/options", json=values).status_code)
+
+    threads = [threading.Thread(target=set_option, args=(values,)) for values in (
+        {"CLIP_stop_at_last_layers": 3}, {"show_progress_every_n_steps": 7})]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert answers == [200, 200]
+    options = sqlite_client.get("/sdapi/v1/options").json()
+    assert options["CLIP_stop_at_last_layers"] == 3
+    assert options["show_progress_every_n_steps"] == 7
+    assert made == []
+
+
+def test_another_key_neither_sees_nor_stops_my_jobs(sqlite_client, remote):
+    client = sqlite_client
+    _, mine = make_key(client, "mine", "generate", "read")
+    _, theirs = make_key(client, "theirs", "generate", "read")
+    _, admin = make_key(client, "boss", "admin")
+    me, them = remote(client), remote(client)
+    answer: dict = {}
+
+    def call() -> None:
+        answer["response"] = me.post("/sdapi/v1/txt2img", headers=bearer(mine), json={
+            "prompt": "slow", "steps": 150, "width": 128, "height": 128, "seed": 1})
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    progress: dict = {}
+    while time.monotonic() < deadline:
+        progress = me.get("/sdapi/v1/progress", headers=bearer(mine)).json()
+        if progress["current_image"]:
+            break
+        time.sleep(0.05)
+    assert progress["current_image"] and progress["state"]["job_count"] == 1, progress
+    job_id = progress["state"]["job_id"]
+    other = them.get("/sdapi/v1/progress", headers=bearer(theirs)).json()
+    assert other["state"]["job_count"] == 0 and other["current_image"] is None
+    assert other["progress"] == 0 and "job_id" not in other["state"]
+    assert them.post("/sdapi/v1/interrupt", headers=bearer(theirs)).json() == {}
+    assert them.post("/sdapi/v1/skip", headers=bearer(theirs)).status_code == 200
+    step = progress["state"]["sampling_step"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # my job goes on
+        progress = me.get("/sdapi/v1/progress", headers=bearer(mine)).json()
+        if progress["state"]["sampling_step"] > step:
+            break
+        time.sleep(0.05)
+    assert progress["state"]["job_id"] == job_id and progress["state"]["sampling_step"] > step
+    assert not progress["state"]["interrupted"] and progress["state"]["status"] == "running"
+    # an admin key sees it
+    boss = remote(client).get("/sdapi/v1/progress", headers=bearer(admin)).json()
+    assert boss["state"]["job_count"] == 1 and boss["state"]["job_id"] == job_id
+    assert me.post("/sdapi/v1/interrupt", headers=bearer(mine)).json() == {}
+    thread.join(60)
+    info = json.loads(answer["response"].json()["info"])
+    assert info["status"] == "cancelled" and answer["response"].json()["images"] == []

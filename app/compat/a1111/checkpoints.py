@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from app.pipelines.registry import ModelEntry, ModelRegistry
 
-_TITLE_HASH = re.compile(r"^(?P<name>.*?)\s*\[(?P<hash>[0-9a-fA-F]{8,64})\]$")
+# the " [hash]" at the end of a title; searched (its start is a "[", so each try is short),
+# the name is what comes before it. (``^(.*?)\s*\[…\]$`` backtracked quadratically on a
+# long run of spaces.)
+_TITLE_HASH = re.compile(r"\[(?P<hash>[0-9a-fA-F]{8,64})\]$")
+MAX_NAME_CHARS = 255  # no checkpoint is named by more
 
 
 @dataclass(frozen=True)
@@ -21,6 +26,7 @@ class Checkpoint:
     name: str  # relative file name, e.g. "my-sd15.safetensors" (folders: their name)
     model_name: str
     sha256: str | None
+    models_dir: Path | None = None
 
     @property
     def shorthash(self) -> str | None:
@@ -34,9 +40,11 @@ class Checkpoint:
         """GET /sdapi/v1/sd-models."""
         path = self.entry.path
         config = path.with_suffix(".yaml") if path.is_file() else None
+        filename = shown_path(path, self.models_dir) if self.models_dir else None
         return {"title": self.title, "model_name": self.model_name, "hash": self.shorthash,
-                "sha256": self.sha256, "filename": str(path),
-                "config": str(config) if config is not None and config.exists() else None}
+                "sha256": self.sha256, "filename": filename or self.name,
+                "config": shown_path(config, self.models_dir)
+                if config is not None and self.models_dir and config.exists() else None}
 
     def names(self) -> set[str]:
         names = {self.title, self.name, self.model_name, self.entry.id}
@@ -57,7 +65,20 @@ def checkpoint(registry: ModelRegistry, entry: ModelEntry) -> Checkpoint:
             name = entry.path.name
     model_name = re.sub(r"\.(safetensors|ckpt)$", "", name).replace("/", "_")
     return Checkpoint(entry=entry, name=name, model_name=model_name,
-                      sha256=registry.content_hash(entry))
+                      sha256=registry.content_hash(entry), models_dir=registry.models_dir)
+
+
+def shown_path(path: Path, models_dir: Path) -> str | None:
+    """``path`` relative to the models dir (``vae/x.safetensors``), as the catalogues show
+    it: the server's own folders are none of a client's business. None when it lies
+    elsewhere (a Hugging Face cache, the embedded model)."""
+    for base in (models_dir, models_dir.resolve()):
+        for candidate in (path, path.resolve()):
+            try:
+                return candidate.relative_to(base).as_posix()
+            except ValueError:
+                continue
+    return None
 
 
 def checkpoints(registry: ModelRegistry) -> list[Checkpoint]:
@@ -67,9 +88,11 @@ def checkpoints(registry: ModelRegistry) -> list[Checkpoint]:
 def find(registry: ModelRegistry, text: str) -> Checkpoint | None:
     """The checkpoint ``text`` names: a title (with or without its hash), file name, model
     name, model id, short hash or sha256."""
+    if len(text) > MAX_NAME_CHARS:
+        return None
     wanted = text.strip().lower()
-    match = _TITLE_HASH.match(wanted)
-    candidates = [wanted] + ([match.group("name").strip()] if match else [])
+    match = _TITLE_HASH.search(wanted)
+    candidates = [wanted] + ([wanted[:match.start()].strip()] if match else [])
     every = checkpoints(registry)
     for candidate in candidates:
         for item in every:

@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-from app.imaging.png import a1111_parameters, one_line
+from app.imaging.png import a1111_parameters, field_value
 
 
 def _version() -> str:
@@ -31,18 +31,17 @@ def _version() -> str:
 
 VERSION = _version()
 # "Key: value" pairs of the last line; a value is JSON-quoted when it holds , : or ".
-_FIELD = re.compile(r'\s*(\w[\w \-/+]*):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
+# The key is bounded (and no leading \s*): unbounded, a long line without ':' made
+# findall quadratic, which held the GIL for seconds. Each alternative of the quoted value
+# starts with a different character, so it never backtracks more than once.
+_FIELD = re.compile(r'(\w[\w \-/+]{0,63}):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
+MAX_PARSED_CHARS = 64 * 1024  # a longer infotext is answered, but not parsed
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
 _MIN_FIELDS = 3  # a last line with fewer "Key: value" pairs is part of the prompt
 # Pillow's bookkeeping in Image.info that is no text chunk of the file
 _NOT_TEXT = {"dpi", "gamma", "transparency", "icc_profile", "exif", "jfif", "jfif_version",
              "jfif_unit", "jfif_density", "progressive", "progression", "loop", "duration",
              "background", "timestamp", "chromaticity", "photoshop", "aspect", "srgb"}
-
-
-def _value(value: Any) -> str:
-    text = one_line(str(value))
-    return json.dumps(text, ensure_ascii=False) if any(c in text for c in ',:"') else text
 
 
 def infotext(*, prompt: str, negative_prompt: str, steps: int, sampler: str, schedule: str,
@@ -59,7 +58,8 @@ def infotext(*, prompt: str, negative_prompt: str, steps: int, sampler: str, sch
     more = {"Schedule type": schedule, "Model hash": model_hash, "VAE": vae,
             "Clip skip": clip_skip if clip_skip > 1 else None, **(extra or {}),
             "Version": VERSION}
-    return text + "".join(f", {k}: {_value(v)}" for k, v in more.items() if v is not None)
+    return text + "".join(f", {k}: {field_value(str(v))}" for k, v in more.items()
+                          if v is not None)
 
 
 def generation_info(**fields: Any) -> str:
@@ -110,7 +110,10 @@ def _exif_user_comment(image: Image.Image) -> str | None:
 def parse_infotext(text: str) -> dict[str, Any]:
     """An infotext into AUTOMATIC1111's PNG-info fields: ``Prompt``, ``Negative prompt``
     and one entry per ``Key: value`` of the last line (strings, quotes removed; ``Size``
-    as ``Size-1`` and ``Size-2``)."""
+    as ``Size-1`` and ``Size-2``). A text longer than :data:`MAX_PARSED_CHARS` is not
+    parsed: ``{}``."""
+    if len(text) > MAX_PARSED_CHARS:
+        return {}
     lines = text.strip().split("\n") if text.strip() else []
     fields: list[tuple[str, str]] = []
     if lines:

@@ -8,8 +8,8 @@ interrupt, skip, POST options); ``admin`` for rescanning the models dir (refresh
 ``POST /models/refresh``; any key for the catalogues, GET options and png-info.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: the routes' ``ApiDep`` is local to
+# build_router, and FastAPI resolves string annotations in the module's globals.
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request
@@ -38,7 +38,7 @@ from app.compat.a1111.schemas import (
     Txt2ImgBody,
     UpscalerItem,
 )
-from app.compat.a1111.service import A1111Api
+from app.compat.a1111.service import A1111Api, A1111State
 from app.deps import ClientDep
 from app.security.auth import PrincipalDep, require
 
@@ -63,18 +63,21 @@ _WORK = {
 }
 
 
-def get_api(request: Request) -> A1111Api:
-    return A1111Api(request.app.state)
-
-
-ApiDep = Annotated[A1111Api, Depends(get_api)]
-
-
 def build_router(guard: list) -> APIRouter:
     """The router; ``guard`` (the rate limit / draining check of the native work routes)
-    goes in front of the routes that start work. ``app/main.py`` adds authentication."""
+    goes in front of the routes that start work. ``app/main.py`` adds authentication.
+
+    This API's state (options per caller, its jobs) is made here, once per router (one
+    router per app), not on a first request: two first requests at once would each make
+    one, and lose options or jobs."""
     router = APIRouter(prefix=PREFIX, tags=[TAG], responses=_COMMON)
     work = [*_GENERATE, *guard]
+    state = A1111State()
+
+    def get_api(request: Request) -> A1111Api:
+        return A1111Api(request.app.state, state)
+
+    ApiDep = Annotated[A1111Api, Depends(get_api)]
 
     @router.post("/txt2img", response_model=GenerationResponse, dependencies=work,
                  responses=_WORK, summary="Text to image (AUTOMATIC1111)")
@@ -191,17 +194,24 @@ def build_router(guard: list) -> APIRouter:
 
     @router.get("/sd-models", response_model=list[SDModelItem], summary="Checkpoints")
     def list_sd_models(request: Request) -> list[dict]:
+        """`filename` and `config`: relative to the models dir."""
         return [c.item() for c in checkpoints.checkpoints(request.app.state.registry)]
 
     @router.get("/sd-vae", response_model=list[SDVaeItem], summary="VAEs")
     def list_sd_vae(request: Request) -> list[dict]:
-        return [{"model_name": v.id, "filename": str(v.path)}
-                for v in request.app.state.registry.vaes()]
+        """`filename`: relative to the models dir."""
+        registry = request.app.state.registry
+        return [{"model_name": v.id,
+                 "filename": checkpoints.shown_path(v.path, registry.models_dir) or v.path.name}
+                for v in registry.vaes()]
 
     @router.get("/loras", response_model=list[LoraItem], summary="LoRAs")
     def list_loras(request: Request) -> list[dict]:
-        """Use one in a prompt as `<lora:name:weight>`."""
-        return [{"name": e.id, "alias": e.id, "path": str(e.path), "metadata": {}}
+        """Use one in a prompt as `<lora:name:weight>`; `path` is relative to the models
+        dir."""
+        models_dir = request.app.state.settings.models_dir
+        return [{"name": e.id, "alias": e.id, "metadata": {},
+                 "path": checkpoints.shown_path(e.path, models_dir) or e.path.name}
                 for e in request.app.state.loras.list()]
 
     @router.get("/prompt-styles", response_model=list[PromptStyleItem],

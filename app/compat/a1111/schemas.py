@@ -5,11 +5,19 @@ AUTOMATIC1111. What each field does here is documented in ``docs/compat-a1111.md
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.schemas.generation import EXAMPLE_IMAGE, EXAMPLE_MASK
+
+# Caps checked before anything parses the text (our own request schemas' caps; the
+# server's BILDWERK_MAX_PROMPT_CHARS applies on top, to the prompt as sent).
+MAX_PROMPT_CHARS = 4000
+MAX_NAME_CHARS = 255
+MAX_STEPS = 1000
+MAX_UPSCALE_SIDE = 16384
+Name = Annotated[str, Field(max_length=MAX_NAME_CHARS)]
 
 
 class A1111Request(BaseModel):
@@ -19,24 +27,27 @@ class A1111Request(BaseModel):
 
 
 class GenerationFields(A1111Request):
-    prompt: str | None = Field("", description="The prompt. `<lora:name:weight>` tags are "
-                               "taken out and applied as LoRAs (unknown names are skipped).")
-    negative_prompt: str | None = Field("", description="What to avoid.")
-    styles: list[str] | None = Field(None, description="Prompt styles: the first that is one "
+    prompt: str | None = Field("", max_length=MAX_PROMPT_CHARS, description="The prompt. "
+                               "`<lora:name:weight>` tags are taken out and applied as LoRAs "
+                               "(unknown names are skipped).")
+    negative_prompt: str | None = Field("", max_length=MAX_PROMPT_CHARS,
+                                        description="What to avoid.")
+    styles: list[Name] | None = Field(None, description="Prompt styles: the first that is one "
                                      "of GET /sdapi/v1/prompt-styles applies.")
     seed: int | None = Field(-1, description="-1 draws one. Image i of the call uses seed+i.")
     subseed: int | None = Field(-1, description="Ignored (no variation seeds).")
     subseed_strength: float | None = Field(0, description="Ignored.")
-    sampler_name: str | None = Field(None, description="A sampler of GET /sdapi/v1/samplers, "
+    sampler_name: Name | None = Field(None, description="A sampler of GET /sdapi/v1/samplers, "
                                      "optionally with its schedule (`DPM++ 2M Karras`).")
-    sampler_index: str | None = Field("Euler", description="The older name of "
+    sampler_index: Name | None = Field("Euler", description="The older name of "
                                       "`sampler_name`, used when that is not set.")
-    scheduler: str | None = Field(None, description="Schedule type (GET "
+    scheduler: Name | None = Field(None, description="Schedule type (GET "
                                   "/sdapi/v1/schedulers): Automatic, Uniform or Karras.")
     batch_size: int | None = Field(1, description="Images per batch.")
     n_iter: int | None = Field(1, description="Batches. The call makes batch_size × n_iter "
                                "images with consecutive seeds, as one job.")
-    steps: int | None = Field(50, description="Sampling steps.")
+    steps: int | None = Field(50, le=MAX_STEPS, description="Sampling steps (the server's "
+                              "BILDWERK_MAX_STEPS applies too).")
     cfg_scale: float | None = Field(7.0, description="Classifier-free guidance.")
     width: int | None = Field(512, description="Rounded down to a multiple of 8.")
     height: int | None = Field(512, description="Rounded down to a multiple of 8.")
@@ -96,13 +107,15 @@ class ExtrasSingleImageBody(A1111Request):
     codeformer_visibility: float = Field(0, ge=0, le=1, description="Ignored.")
     codeformer_weight: float = Field(0, ge=0, le=1, description="Ignored.")
     upscaling_resize: float = Field(2, ge=1, le=8, description="Scale for resize_mode 0.")
-    upscaling_resize_w: int = Field(512, ge=1, description="Width for resize_mode 1.")
-    upscaling_resize_h: int = Field(512, ge=1, description="Height for resize_mode 1.")
+    upscaling_resize_w: int = Field(512, ge=1, le=MAX_UPSCALE_SIDE,
+                                    description="Width for resize_mode 1.")
+    upscaling_resize_h: int = Field(512, ge=1, le=MAX_UPSCALE_SIDE,
+                                    description="Height for resize_mode 1.")
     upscaling_crop: bool = Field(True, description="resize_mode 1: crop to the target's "
                                  "aspect ratio (centred) instead of keeping the image's.")
-    upscaler_1: str = Field("None", description="An upscaler of GET /sdapi/v1/upscalers; "
+    upscaler_1: Name = Field("None", description="An upscaler of GET /sdapi/v1/upscalers; "
                             "`None` returns the image unchanged.")
-    upscaler_2: str = Field("None", description="Ignored (no blending of two upscalers).")
+    upscaler_2: Name = Field("None", description="Ignored (no blending of two upscalers).")
     extras_upscaler_2_visibility: float = Field(0, ge=0, le=1, description="Ignored.")
     upscale_first: bool = Field(False, description="Ignored.")
 

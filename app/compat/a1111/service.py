@@ -1,6 +1,7 @@
 """The AUTOMATIC1111 API's calls on our services, and the little state it keeps.
 
-State (in memory, on ``app.state.a1111``, for this API only):
+State (in memory, one :class:`A1111State` per router, made when the router is built, so
+that no two first requests can each make their own; for this API only):
 
 - **options** per caller (the API key; callers without one share one set): the checkpoint
   ``POST /sdapi/v1/options`` selects (``sd_model_checkpoint``), clip skip, VAE and live
@@ -27,6 +28,7 @@ from app.compat.a1111 import checkpoints, infotext, translate
 from app.compat.a1111.schemas import ExtrasSingleImageBody, GenerationFields, PngInfoBody
 from app.errors import Conflict, InvalidInput, NotFound
 from app.jobs.job import Job
+from app.request_limits import check_prompt_lengths
 from app.security.auth import Principal
 from app.services.jobs import JobFailed
 
@@ -79,21 +81,20 @@ class A1111State:
                     if principal.owner is None or t.key_id == principal.owner]
 
 
-def state_of(app_state) -> A1111State:
-    state = getattr(app_state, "a1111", None)
-    if state is None:
-        state = app_state.a1111 = A1111State()
-    return state
-
-
 class A1111Api:
-    """One request's view of the app's services (``app.state``)."""
+    """One request's view of the app's services (``app.state``) and of this API's state."""
 
-    def __init__(self, app_state) -> None:
+    def __init__(self, app_state, state: A1111State) -> None:
         self.app = app_state
-        self.state = state_of(app_state)
+        self.state = state
         self.registry = app_state.registry
         self.settings = app_state.settings
+
+    @property
+    def checks(self):
+        """The input checks of the native routes (image decoding with access control).
+        The container exposes them only through the planner."""
+        return self.app.generation.planner.check
 
     # -- what a request may name ------------------------------------------------------------
     def catalogue(self) -> translate.Catalogue:
@@ -120,6 +121,8 @@ class A1111Api:
     # -- txt2img / img2img ------------------------------------------------------------------
     async def generate(self, kind: str, body: GenerationFields, request: Request,
                        client: dict, principal: Principal) -> dict:
+        # the prompt as sent (LoRA tags included), before anything parses it
+        check_prompt_lengths(body, self.settings.max_prompt_chars)
         defaults, catalogue = self.defaults(principal), self.catalogue()
         work = await run_in_threadpool(
             translate.txt2img if kind == "txt2img" else translate.img2img, body, defaults,
@@ -298,7 +301,7 @@ class A1111Api:
 
     # -- png-info -------------------------------------------------------------------------------
     def png_info(self, body: PngInfoBody, client: dict) -> dict:
-        decoded = self.app.generation.planner.check.image(body.image, "image", client)
+        decoded = self.checks.image(body.image, "image", client)
         info, items = infotext.read_image_text(decoded.image)
         return {"info": info, "items": items,
                 "parameters": infotext.parse_infotext(info) if info else {}}
@@ -308,9 +311,8 @@ class A1111Api:
                                  client: dict) -> dict:
         from app.compat.a1111.upscale import upscale_request
 
-        check = self.app.generation.planner.check
-        decoded = await run_in_threadpool(check.image, body.image, "image", client)
-        if body.upscaler_1 in ("None", ""):  # AUTOMATIC1111: nothing to do
+        decoded = await run_in_threadpool(self.checks.image, body.image, "image", client)
+        if body.upscaler_1.strip().lower() in ("none", ""):  # AUTOMATIC1111: nothing to do
             return {"html_info": "", "image": base64.b64encode(decoded.raw).decode("ascii")}
         service = getattr(self.app, "upscale", None)
         if service is None:

@@ -28,7 +28,6 @@ from app.schemas.generation import (
 # <hypernet:…> is taken out and skipped.
 _EXTRA_NETWORK = re.compile(r"<(lora|lyco|hypernet):([^<>]+)>", re.IGNORECASE)
 _SPACES = re.compile(r"[ \t]{2,}")
-_EMPTY_TERMS = re.compile(r"(\s*,){2,}")
 RESIZE_MODES = {0: "resize", 1: "crop", 2: "fill", 3: "resize"}  # 3: latent upscale
 LORA_WEIGHT_LIMIT = 4.0  # our LoraRef's range
 # our field -> AUTOMATIC1111's, for the messages of a refused request
@@ -93,8 +92,23 @@ def split_extra_networks(prompt: str) -> tuple[str, list[tuple[str, float]], lis
             value = 1.0
         loras.append((name, value if math.isfinite(value) else 1.0))
     text = _EXTRA_NETWORK.sub("", prompt)
-    text = _EMPTY_TERMS.sub(",", _SPACES.sub(" ", text)).strip().strip(",").strip()
+    text = _drop_empty_terms(_SPACES.sub(" ", text)).strip().strip(",").strip()
     return text, loras, skipped
+
+
+def _drop_empty_terms(text: str) -> str:
+    """Commas with only whitespace between them (what a removed tag leaves) become one,
+    the whitespace before them dropped: ``"a cat , , in the rain"`` -> ``"a cat, in the
+    rain"``. (Without a regex: ``(\\s*,){2,}`` backtracks quadratically on a long run of
+    whitespace.)"""
+    parts = text.split(",")
+    out = [parts[0]]
+    for part in parts[1:]:
+        if len(out) > 1 and not out[-1].strip():  # an empty term: one comma for both
+            out.pop()
+            out[-1] = out[-1].rstrip()
+        out.append(part)
+    return ",".join(out)
 
 
 def _loras(found: list[tuple[str, float]], known: tuple[str, ...],
@@ -134,7 +148,8 @@ def _clip_skip(body: GenerationFields, defaults: Defaults) -> int:
     value = (body.override_settings or {}).get("CLIP_stop_at_last_layers")
     if value is None:
         return defaults.clip_skip
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or (
+            isinstance(value, float) and not value.is_integer()):  # inf, nan: not whole
         raise InvalidInput("override_settings.CLIP_stop_at_last_layers must be a whole "
                            "number", param="override_settings.CLIP_stop_at_last_layers")
     return int(value)
