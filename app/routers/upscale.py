@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from app.deps import BlobsDep, ClientDep, JobsDep, SettingsDep, UpscaleDep
 from app.routers._body import parse_body, request_body
 from app.routers._respond import GENERATION_RESPONSES, job_response
+from app.schemas.errors import error_responses
 from app.schemas.upscale import UPSCALE_EXAMPLES, UpscaleRequest, UpscaleResult
 
 router = APIRouter(tags=["upscaling"])
@@ -18,7 +19,9 @@ router = APIRouter(tags=["upscaling"])
 _UPSCALE_BODY = request_body(UpscaleRequest, files=("image",), examples=UPSCALE_EXAMPLES)
 
 
-@router.post("/upscale", response_model=UpscaleResult, responses=GENERATION_RESPONSES,
+@router.post("/upscale", response_model=UpscaleResult,
+             responses={**GENERATION_RESPONSES, **error_responses(
+                 _404="Unknown upscaler (GET /upscalers lists them).")},
              summary="Upscale an image", openapi_extra={"requestBody": _UPSCALE_BODY})
 async def upscale(request: Request, service: UpscaleDep, jobs: JobsDep, blobs: BlobsDep,
                   settings: SettingsDep, client: ClientDep) -> Response:

@@ -187,7 +187,7 @@ def test_a_trickling_body_is_cut_off_after_the_body_timeout(servers):
         if not data:
             break
         answer += data
-        if b"\r\n\r\n" in answer:
+        if b"request_timeout" in answer:  # the body may come in a later packet than the head
             break
     sock.close()
     assert answer.startswith(b"HTTP/1.1 408"), answer
