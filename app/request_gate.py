@@ -164,7 +164,7 @@ def _secret(scope: Scope) -> str | None:
         scheme, _, credentials = authorization.partition(" ")
         if scheme.lower() == "bearer" and credentials.strip():
             return credentials.strip()
-        password = basic_password(authorization)
+        password = basic_password(authorization, _header(scope, b"sec-fetch-site"))
         if password:
             return password
     api_key = _header(scope, b"x-api-key")

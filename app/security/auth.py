@@ -54,10 +54,18 @@ _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="apiKey"
                         description="`X-API-Key: bw_…` (the same API key).")
 
 
-def basic_password(authorization: str | None) -> str | None:
+def basic_password(authorization: str | None, fetch_site: str | None = None) -> str | None:
     """The password of an ``Authorization: Basic`` header (any user name), which is how
     AUTOMATIC1111 clients send credentials (``webuiapi.set_auth``, ``--api-auth``): the API
-    key. None for another scheme, a malformed header or an empty password."""
+    key. None for another scheme, a malformed header or an empty password.
+
+    Also None when a browser says the request comes from another site
+    (``Sec-Fetch-Site: cross-site``): a browser that was once given the key at a Basic
+    prompt sends it with every request to this server, so a foreign page could otherwise
+    make it interrupt jobs or rescan models with the user's key (a cross-site request
+    forgery). Scripts and AUTOMATIC1111 clients send no such header."""
+    if (fetch_site or "").strip().lower() == "cross-site":
+        return None
     scheme, _, credentials = (authorization or "").strip().partition(" ")
     if scheme.lower() != "basic" or not credentials.strip():
         return None
@@ -74,7 +82,8 @@ class _BasicKey(HTTPBasic):
     itself: a request without usable Basic credentials goes on to the other schemes."""
 
     async def __call__(self, request: Request) -> str | None:  # type: ignore[override]
-        return basic_password(request.headers.get("authorization"))
+        return basic_password(request.headers.get("authorization"),
+                              request.headers.get("sec-fetch-site"))
 
 
 _basic = _BasicKey(auto_error=False, scheme_name="basic",

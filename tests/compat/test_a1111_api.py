@@ -446,6 +446,16 @@ def test_http_basic_carries_the_key_on_every_route(client, remote):
     # a generate-only key may not rescan the models dir
     assert outside.post("/sdapi/v1/refresh-checkpoints",
                         auth=("u", secret)).status_code == 403
+    # A browser's remembered Basic key is not used for a request from a foreign page
+    # (GET without a body, past the gate; POST with one, through the gate)
+    foreign = {"Sec-Fetch-Site": "cross-site", "Origin": "https://elsewhere.example"}
+    assert outside.get("/models", auth=("u", secret), headers=foreign).status_code == 401
+    assert outside.post("/sdapi/v1/interrupt", auth=("u", secret),
+                        headers=foreign).status_code == 401
+    assert outside.post("/sdapi/v1/interrupt", auth=("u", secret), headers={
+        "Sec-Fetch-Site": "same-origin"}).status_code == 200
+    # a Bearer key is sent on purpose by code, never remembered by the browser
+    assert outside.get("/models", headers={**foreign, **bearer(secret)}).status_code == 200
 
 
 def test_ai_render_request_shape_from_loopback_without_a_key(sqlite_client):
