@@ -2,9 +2,10 @@
 that no request makes a 5xx and that every response matches what the document promises
 (status code, content type, body schema, documented headers).
 
-Bounded for CI (about a minute of the suite's time on two cores): a few examples per
-operation, no deadline, derandomized so every run sends the same requests, and generated
-work capped so a body never runs a 2048x2048, 150-step job on the CPU (see ``_cap``).
+Bounded for CI (about two and a half minutes on one core, the operations spread over the
+xdist workers): a few examples per operation, no deadline, derandomized so every run sends
+the same requests, and generated work capped so a body never runs a 2048x2048, 150-step
+job on the CPU (see ``_cap``).
 The app is the one ``create_app`` builds, served in-process over ASGI, on SQLite, with a
 copy of the tiny test models whose SD1.5 models are native 64 px (see ``_native_64px``).
 
