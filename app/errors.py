@@ -280,6 +280,20 @@ class DatabaseMissing(DatabaseUnusable):
     code = "database_missing"
 
 
+def invalid_input_from(exc, rename: dict[str, str] | None = None,
+                       top_level: bool = False) -> InvalidInput:
+    """The 422 for a pydantic ``ValidationError``: its first error, naming the field (the
+    dotted path, or with ``top_level`` its first part), renamed by ``rename`` where a
+    compatibility API calls the field otherwise."""
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    parts = [str(p) for p in first.get("loc", ())]
+    loc = (parts[0] if parts else None) if top_level else (".".join(parts) or None)
+    param = (rename or {}).get(loc, loc) if loc else None
+    message = first.get("msg", "invalid value")
+    return InvalidInput(f"{param}: {message}" if param else message, param=param)
+
+
 def envelope(code: str, message: str, param: str | None = None) -> dict:
     """The one error envelope every answer of this API uses."""
     return {"error": {"code": code, "message": message, "param": param}}

@@ -21,7 +21,7 @@ from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ValidationError
 
-from app.errors import InvalidInput, UnsupportedMediaType
+from app.errors import InvalidInput, UnsupportedMediaType, invalid_input_from
 from app.json_shape import JsonShape, NotJson, check_json_shape
 
 M = TypeVar("M", bound=BaseModel)
@@ -170,10 +170,7 @@ async def parse_body(request: Request, model: type[M]) -> M:
             raw = await request.body()
             return await run_in_threadpool(model.model_validate_json, raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first.get("loc", ())) or None
-        message = first.get("msg", "invalid value")
-        raise InvalidInput(f"{param}: {message}" if param else message, param=param) from None
+        raise invalid_input_from(exc) from None
     raise UnsupportedMediaType(f"unsupported content type {content_type!r}; send "
                                "application/json or multipart/form-data", param=None)
 

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from app.compat.a1111 import checkpoints
 from app.compat.a1111.samplers import Resolved, resolve
 from app.compat.a1111.schemas import GenerationFields, Img2ImgBody, Txt2ImgBody
-from app.errors import InvalidInput, NotFound
+from app.errors import InvalidInput, NotFound, invalid_input_from
 from app.pipelines.registry import ModelRegistry
 from app.schemas.generation import (
     MAX_SEED,
@@ -224,12 +224,7 @@ def build(model: type, values: dict):
     try:
         return model(**values)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        loc = [str(p) for p in error.get("loc", ())]
-        ours = loc[0] if loc else None
-        param = A1111_FIELD.get(ours, ours) if ours else None
-        msg = error.get("msg", "invalid value")
-        raise InvalidInput(f"{param}: {msg}" if param else msg, param=param) from None
+        raise invalid_input_from(exc, A1111_FIELD, top_level=True) from None
 
 
 def txt2img(body: Txt2ImgBody, defaults: Defaults, catalogue: Catalogue) -> Translation:

@@ -16,7 +16,7 @@ from typing import TypeVar
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from app.errors import InvalidInput, UnsupportedMediaType
+from app.errors import InvalidInput, UnsupportedMediaType, invalid_input_from
 from app.json_shape import JsonShape, check_json_shape
 from app.routers._body import inline_schema
 
@@ -87,10 +87,7 @@ def validate(model: type[M], data: dict) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first.get("loc", ())) or None
-        message = first.get("msg", "invalid value")
-        raise InvalidInput(f"{param}: {message}" if param else message, param=param) from None
+        raise invalid_input_from(exc) from None
 
 
 def form_body(model: type[BaseModel], files: dict[str, dict], required: list[str],

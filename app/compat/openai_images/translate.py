@@ -26,7 +26,7 @@ from app.compat.openai_images.schemas import (
     GenerateRequest,
     VariationRequest,
 )
-from app.errors import InvalidInput
+from app.errors import invalid_input_from
 from app.schemas.generation import Img2ImgRequest, InpaintRequest, Txt2ImgRequest
 
 M = TypeVar("M", bound=BaseModel)
@@ -89,11 +89,7 @@ def _ours(model: type[M], req: BildwerkOptions, **values) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:  # e.g. a prompt longer than ours may be
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first.get("loc", ())) or None
-        param = _OUR_PARAMS.get(loc, loc) if loc else None
-        message = first.get("msg", "invalid value")
-        raise InvalidInput(f"{param}: {message}" if param else message, param=param) from None
+        raise invalid_input_from(exc, _OUR_PARAMS) from None
 
 
 def _b64(data: bytes) -> str:
