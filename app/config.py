@@ -61,10 +61,26 @@ class Settings(BaseSettings):
         "without one, once one exists every caller needs a key; keys: a key is always "
         "required, loopback included; open: no key needed from anywhere (a key sent is still "
         "checked). Keys: `bildwerk keys create NAME --scope generate`.")
+    loopback_scopes: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["generate"], description="In auth mode auto, once API keys "
+        "exist: the scopes a loopback caller (127.0.0.1, ::1) gets without a key, e.g. the "
+        "museum kiosk's backend on the same host, which cannot send one. Comma-separated "
+        "(generate, read, admin); empty: none, a loopback caller then needs a key like "
+        "everyone else. Behind a reverse proxy on this host every client looks like "
+        "loopback: set it empty there, or make the proxy forward the client address.")
 
     # --- limits --------------------------------------------------------------------------
     max_width: int = Field(2048, ge=64, description="Largest width (and height) accepted.")
-    max_pixels: int = Field(2048 * 2048, ge=64 * 64, description="Largest input image area.")
+    max_pixels: int = Field(2048 * 2048, ge=64 * 64,
+                            description="Largest area (width x height) a model processes.")
+    max_input_side: int = Field(
+        8192, ge=64, description="Largest side of an uploaded image. Separate from "
+        "max_width/max_pixels, which bound what is processed: /inpaint with "
+        "inpaint_area=masked (and /inpainting/) processes only the crop around the mask, so "
+        "a larger map is accepted as long as that crop fits.")
+    max_input_pixels: int = Field(
+        8192 * 8192, ge=64 * 64, description="Largest area of an uploaded image (Pillow's "
+        "decompression-bomb guard stays on beneath it).")
     max_steps: int = Field(150, ge=1)
     max_images: int = Field(8, ge=1, description="Largest num_images per request.")
     max_frames: int = Field(120, ge=1, description="Largest img2seq frame count.")
@@ -189,6 +205,13 @@ class Settings(BaseSettings):
     kiosk_expand: bool = Field(False, description="POST /inpainting/ also expands the wish.")
     kiosk_style: str | None = Field(None, description="Style preset applied to every "
                                     "POST /inpainting/ wish, e.g. satellite-map.")
+    kiosk_page: bool = Field(False, description="Serve the visitor page of clients/kiosk/ "
+                             "at /kiosk/ (a map to paint on, a wish, POST /inpaint).")
+    kiosk_map: Path | None = Field(
+        None, description="The map image the kiosk page shows (PNG or JPEG). Default: the "
+        "generated sample map shipped in clients/kiosk/.")
+    kiosk_idle_s: float = Field(90.0, ge=5, description="The kiosk page goes back to its "
+                                "attract screen after this many seconds without a touch.")
 
     # --- model memory ------------------------------------------------------------------
     memory_budget_mb: int | None = Field(
@@ -212,6 +235,24 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("loopback_scopes", mode="before")
+    @classmethod
+    def _split_scopes(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("loopback_scopes")
+    @classmethod
+    def _known_scopes(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - {"generate", "read", "admin"})
+        if unknown:
+            raise ValueError(f"unknown scopes {unknown}: use generate, read or admin")
+        return list(dict.fromkeys(value))
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -17,6 +17,7 @@ from app.security.auth import Principal, authenticate
 from app.security.keys import ApiKeyRepository
 from app.services.generation import GenerationService
 from app.services.jobs import JobService
+from app.services.kiosk import KioskService
 from app.services.models import ModelService
 from app.services.prompting import PromptService
 from app.services.sequences import SequenceService
@@ -51,6 +52,10 @@ def get_generation(request: Request) -> GenerationService:
     return _state(request).generation
 
 
+def get_kiosk(request: Request) -> KioskService:
+    return _state(request).kiosk
+
+
 def get_sequences(request: Request) -> SequenceService:
     return _state(request).sequences
 
@@ -79,13 +84,18 @@ def get_keys(request: Request) -> ApiKeyRepository:
     return _state(request).keys
 
 
-def client_info(request: Request,
-                principal: Annotated[Principal, Depends(authenticate)]) -> dict:
+def client_of(request: Request, principal: Principal | None) -> dict:
     """Who asked, as the record keeps it: the key's id and name, never the key."""
     return {"host": request.client.host if request.client else None,
             "user_agent": request.headers.get("user-agent"),
-            "key_id": principal.key_id, "key_name": principal.name,
-            "admin": principal.admin}
+            "key_id": principal.key_id if principal else None,
+            "key_name": principal.name if principal else None,
+            "admin": principal.admin if principal else False}
+
+
+def client_info(request: Request,
+                principal: Annotated[Principal, Depends(authenticate)]) -> dict:
+    return client_of(request, principal)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -102,3 +112,4 @@ ClientDep = Annotated[dict, Depends(client_info)]
 PromptsDep = Annotated[PromptService, Depends(get_prompts)]
 KeysDep = Annotated[ApiKeyRepository, Depends(get_keys)]
 UpscaleDep = Annotated[UpscaleService, Depends(get_upscale)]
+KioskDep = Annotated[KioskService, Depends(get_kiosk)]

@@ -41,6 +41,7 @@ Exception tree::
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 
@@ -70,12 +71,24 @@ class InvalidInput(BildwerkError):
     code = "invalid_input"
 
 
+class InvalidJson(BildwerkError):
+    """The request body is not JSON at all (400): the message says where it breaks."""
+
+    status_code = 400
+    code = "invalid_json"
+
+
 class InvalidImage(InvalidInput):
     code = "invalid_image"
 
 
 class MaskMismatch(InvalidInput):
     code = "mask_size_mismatch"
+
+
+class EmptyMask(InvalidInput):
+    """The mask marks no pixel to change (the kiosk's legacy route answers the image
+    unchanged instead)."""
 
 
 class PayloadTooLarge(BildwerkError):
@@ -352,6 +365,26 @@ def domain_response(exc: BildwerkError,
     return render(exc.status_code, exc.code, exc.message, exc.param, headers)
 
 
+def json_error_message(doc: object, error: dict | None = None) -> str:
+    """"body is not valid JSON: Expecting value at line 1, column 17" for a body that does
+    not parse (``doc``: its text; ``error``: pydantic's json_invalid error, when that is
+    what found it)."""
+    text = doc.decode("utf-8", "replace") if isinstance(doc, bytes) else doc
+    if not isinstance(text, str):
+        return "body is not valid JSON"
+    if not text.strip():
+        return "body is empty: send a JSON object"
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:  # stops at the first error: where it is
+        reason = exc.msg.removesuffix(" at")  # "Invalid control character at"
+        return f"body is not valid JSON: {reason} at line {exc.lineno}, column {exc.colno}"
+    except (RecursionError, ValueError):
+        pass
+    reason = (error or {}).get("ctx", {}).get("error") if error else None
+    return f"body is not valid JSON: {reason}" if reason else "body is not valid JSON"
+
+
 def _validation_param(exc: RequestValidationError) -> tuple[str, str | None]:
     errors = exc.errors()
     if not errors:
@@ -381,7 +414,23 @@ def install_error_handlers(app: FastAPI) -> ErrorDialects:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        whole_body = tuple(first.get("loc", ())) == ("body",)
+        if first.get("type") == "json_invalid" or (
+                first.get("type") == "missing" and whole_body and not exc.body):
+            bad = InvalidJson(json_error_message(exc.body or "", first))
+            return domain_response(bad, dialect_of(request))
+        content_type = request.headers.get("content-type", "")
+        if whole_body and first.get("type") == "model_attributes_type" and content_type \
+                and "json" not in content_type and "form" not in content_type:
+            return dialect_of(request)(
+                415, "unsupported_media_type", f"unsupported content type {content_type!r}: "
+                "send the body as JSON (Content-Type: application/json)", None, None)
         message, param = _validation_param(exc)
+        record = getattr(request.app.state, "record_invalid_body", None)
+        if record is not None:  # a refused generation request is recorded too
+            await record(request, exc.body, InvalidInput(message, param=param))
         return dialect_of(request)(422, "invalid_input", message, param, None)
 
     @app.exception_handler(StarletteHTTPException)

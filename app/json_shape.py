@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import ijson
 
-from app.errors import InvalidInput
+from app.errors import InvalidInput, InvalidJson, json_error_message
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,9 @@ _CLOSE = {"end_map", "end_array"}
 
 
 def check_json_shape(data: bytes | str, shape: JsonShape, what: str = "body") -> None:
-    """422 ``invalid_input`` when ``data`` is not JSON or crosses a bound of ``shape``;
-    ``param`` names where (``motion.zoom``)."""
+    """422 ``invalid_input`` when ``data`` crosses a bound of ``shape`` or, as a form
+    field, is not JSON; ``param`` names where (``motion.zoom``). A whole body that is not
+    JSON is a 400 ``invalid_json`` naming the line and column."""
     raw = data.encode() if isinstance(data, str) else data
     # ijson reads in chunks and yields each chunk's events at once. Few structural bytes
     # (``[``, ``{``, ``,``; base64 images have none) bound the events, so one chunk is safe
@@ -76,6 +77,8 @@ def check_json_shape(data: bytes | str, shape: JsonShape, what: str = "body") ->
     except ijson.JSONError as exc:
         hint = " (NaN and Infinity are not JSON numbers)" if re.search(
             rb"(?<![\w\"])-?(NaN|Infinity)\b", raw) else ""
+        if what == "body":  # the whole body: 400, saying where it breaks
+            raise InvalidJson(json_error_message(raw) + hint) from None
         raise NotJson(f"the {what} is not valid JSON{hint}: {_first_line(exc)}",
                       param=_param(where)) from None
 

@@ -41,6 +41,7 @@ from app.routers import (
 from app.routers import (
     providers as providers_router,
 )
+from app.routers._rejected import record_refused_body
 from app.schemas.errors import AUTH_ERRORS, COMMON_ERRORS, UNAUTHORIZED
 from app.security.auth import announce as announce_auth
 from app.security.auth import authenticate, require
@@ -88,7 +89,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await asyncio.to_thread(lambda: (services.registry, services.loras))  # scan the models
     state = app.state
     for name in ("keys", "records", "blobs", "registry", "loras", "providers", "prompts",
-                 "generation", "sequences", "jobs", "models", "upscale"):
+                 "generation", "sequences", "jobs", "models", "upscale", "kiosk",
+                 "admission"):
         setattr(state, name, getattr(services, name))
     state.db, state.queue = services.db, services.queues[0]
     services.executor.start_workers()
@@ -108,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Bildwerk", version="0.1.0", description=DESCRIPTION,
                   lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
+    app.state.record_invalid_body = record_refused_body  # refused bodies are recorded too
     install_error_handlers(app)
     install_docs(app)
     # Who may call what (app/security/auth.py): any key for the catalogues (the models

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageFilter
 
-from app.errors import InvalidInput, MaskMismatch
+from app.errors import EmptyMask, MaskMismatch
 
 
 def binary_mask(mask: Image.Image, image_size: tuple[int, int], invert: bool = False,
@@ -29,7 +29,7 @@ def binary_mask(mask: Image.Image, image_size: tuple[int, int], invert: bool = F
     if invert:
         change = ~change
     if not change.any():
-        raise InvalidInput(f"{param} marks no pixel to change", param=param)
+        raise EmptyMask(f"{param} marks no pixel to change", param=param)
     return Image.fromarray(np.where(change, 255, 0).astype(np.uint8), mode="L")
 
 

@@ -13,6 +13,21 @@ from app.errors import InvalidInput, NotFound
 from app.persistence.database import Database
 from app.persistence.orm import OutputRow, RecordRow
 
+# The owner of the records made without an API key (loopback callers given
+# BILDWERK_LOOPBACK_SCOPES): they see these, and no key's records.
+KEYLESS = "keyless"
+
+
+def owned_by(row: RecordRow, api_key_id: str) -> bool:
+    """Whether ``row`` is ``api_key_id``'s (a key id, or :data:`KEYLESS`)."""
+    return row.api_key_id == (None if api_key_id == KEYLESS else api_key_id)
+
+
+def _owner_clause(api_key_id: str):
+    if api_key_id == KEYLESS:
+        return RecordRow.api_key_id.is_(None)
+    return RecordRow.api_key_id == api_key_id
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -152,7 +167,7 @@ class RecordRepository:
         an unknown id, so another key's records do not even show that they exist)."""
         with self.db.session() as s:
             row = s.get(RecordRow, record_id)
-            if row is None or (api_key_id is not None and row.api_key_id != api_key_id):
+            if row is None or (api_key_id is not None and not owned_by(row, api_key_id)):
                 raise NotFound(f"record {record_id} not found", param="record_id")
             return row
 
@@ -162,12 +177,12 @@ class RecordRepository:
         named = or_(RecordRow.input_image_sha256 == sha256, RecordRow.mask_sha256 == sha256,
                     RecordRow.mask_applied_sha256 == sha256)
         with self.db.session() as s:
-            if s.scalars(select(RecordRow.id).where(RecordRow.api_key_id == api_key_id, named)
+            if s.scalars(select(RecordRow.id).where(_owner_clause(api_key_id), named)
                          .limit(1)).first() is not None:
                 return True
             return s.scalars(
                 select(OutputRow.id).join(RecordRow, OutputRow.record_id == RecordRow.id)
-                .where(OutputRow.sha256 == sha256, RecordRow.api_key_id == api_key_id)
+                .where(OutputRow.sha256 == sha256, _owner_clause(api_key_id))
                 .limit(1)).first() is not None
 
     def set_feedback(self, record_id: str, *, rating: int | None, flags: list[str],
@@ -177,7 +192,7 @@ class RecordRepository:
         ``api_key_id``, only on that key's records (else the 404 of :meth:`get`)."""
         with self.db.session() as s:
             row = s.get(RecordRow, record_id)
-            if row is None or (api_key_id is not None and row.api_key_id != api_key_id):
+            if row is None or (api_key_id is not None and not owned_by(row, api_key_id)):
                 raise NotFound(f"record {record_id} not found", param="record_id")
             row.feedback_rating = rating
             row.feedback_flags = list(flags)
@@ -234,7 +249,7 @@ class RecordRepository:
         if flt.until:
             query = query.where(RecordRow.created_at < self._utc(flt.until))
         if flt.api_key_id is not None:
-            query = query.where(RecordRow.api_key_id == flt.api_key_id)
+            query = query.where(_owner_clause(flt.api_key_id))
         if flt.client_host is not None:
             query = query.where(RecordRow.client["host"].as_string() == flt.client_host)
         if flt.min_rating is not None:

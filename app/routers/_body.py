@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from app.errors import InvalidInput, UnsupportedMediaType, invalid_input_from
 from app.json_shape import JsonShape, NotJson, check_json_shape
+from app.routers._rejected import record_refused_body
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -162,15 +163,18 @@ async def parse_body(request: Request, model: type[M]) -> M:
     """``model`` from a JSON or multipart body, validated on a worker thread (the request
     gate has already bounded the body's size and JSON shape)."""
     content_type = request.headers.get("content-type", "")
+    data: object = None
     try:
         if content_type.startswith("multipart/form-data"):
             data = await _form_data(request, _shape(request), _form_fields(model))
             return await run_in_threadpool(model.model_validate, data)
         if content_type.startswith("application/json") or not content_type:
-            raw = await request.body()
-            return await run_in_threadpool(model.model_validate_json, raw)
+            data = await request.body()
+            return await run_in_threadpool(model.model_validate_json, data)
     except ValidationError as exc:
-        raise invalid_input_from(exc) from None
+        error = invalid_input_from(exc)
+        await record_refused_body(request, data, error)  # a refused request is recorded too
+        raise error from None
     raise UnsupportedMediaType(f"unsupported content type {content_type!r}; send "
                                "application/json or multipart/form-data", param=None)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.pipelines.schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
 from app.schemas.base import RequestModel
@@ -131,11 +131,17 @@ class Img2ImgRequest(GenerationParams):
 
 
 class KioskInpaintRequest(RequestModel):
-    """The museum kiosk's existing body, unchanged (POST /inpainting/)."""
+    """The museum kiosk's existing body, unchanged (POST /inpainting/). Unknown fields are
+    ignored, as the kiosk's original server did (one backend version sends
+    ``"realism": "10"``)."""
+
+    model_config = ConfigDict(extra="ignore", protected_namespaces=(), allow_inf_nan=False)
 
     prompt: str = Field(..., min_length=1, max_length=4000)
     image: str = Field(..., description="data:image/png;base64,…")
-    mask: str = Field(..., description="RGBA data-URL; painted (non-transparent) pixels change.")
+    mask: str = Field(..., description="RGBA data-URL; painted (non-transparent) pixels change. "
+                      "Another size than the image's is resized to it; an empty mask (\"\" or "
+                      "nothing painted) answers the image unchanged.")
     model: int = Field(0, ge=0, le=1, description="0: local model, 1: DALL·E.")
     guidance_scale: float | None = Field(None, ge=0.0, le=50.0)
 

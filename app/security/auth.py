@@ -20,9 +20,13 @@ A key is sent as ``Authorization: Bearer``, ``X-API-Key`` or HTTP Basic's passwo
 user name; AUTOMATIC1111 clients send it so). The ``/sdapi/v1`` routes set their scopes
 per route (``app/compat/a1111/routes.py``).
 
-Without a key: ``auth_mode=open`` lets everyone in as admin; ``auto`` lets loopback
-clients in as admin while no (unrevoked) key exists; otherwise 401. A key that is sent is
-always checked, in every mode.
+Without a key: ``auth_mode=open`` lets everyone in as admin. ``auto`` lets loopback
+clients in as admin while no key has ever been created (a revoked key still counts: once
+keys are in use, revoking the last one must not reopen the server); after that, loopback
+callers without a key get ``BILDWERK_LOOPBACK_SCOPES`` (default ``generate``, so the
+museum kiosk's backend, which cannot send a key, goes on working), and see only the
+keyless records, jobs and blobs. ``keys`` requires a key from everyone. Otherwise 401. A key
+that is sent is always checked, in every mode.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBas
 
 from app.config import Settings
 from app.errors import Forbidden, Unauthorized
+from app.persistence.records import KEYLESS
 from app.security.keys import SCOPES, ApiKey, ApiKeyRepository
 
 log = logging.getLogger("bildwerk.auth")
@@ -114,13 +119,23 @@ class Principal:
         return cls(key_id=None, name=None, scopes=frozenset(SCOPES), admin=True,
                    loopback=loopback)
 
+    @classmethod
+    def loopback_trusted(cls, scopes: frozenset[str]) -> Principal:
+        """A loopback caller without a key, once keys exist: ``BILDWERK_LOOPBACK_SCOPES``."""
+        if "admin" in scopes:
+            return cls.keyless(loopback=True)
+        return cls(key_id=None, name=None, scopes=scopes, admin=False, loopback=True)
+
     def allows(self, scope: str) -> bool:
         return self.admin or scope in self.scopes
 
     @property
     def owner(self) -> str | None:
-        """The key whose records, jobs and blobs alone this caller sees; None: all."""
-        return None if self.admin else self.key_id
+        """Whose records, jobs and blobs alone this caller sees: a key id, ``KEYLESS`` (the
+        records made without a key), or None: all."""
+        if self.admin:
+            return None
+        return self.key_id or KEYLESS
 
 
 def is_loopback(host: str | None) -> bool:
@@ -150,6 +165,8 @@ def resolve_principal(settings: Settings, keys: ApiKeyRepository, host: str | No
     if settings.auth_mode == "open" or (
             settings.auth_mode == "auto" and loopback and not keys.has_keys()):
         return Principal.keyless(loopback)
+    if settings.auth_mode == "auto" and loopback and settings.loopback_scopes:
+        return Principal.loopback_trusted(frozenset(settings.loopback_scopes))
     hint = (" (while no key exists, only loopback clients may call without one)"
             if settings.auth_mode == "auto" else "")
     raise Unauthorized("an API key is required: send `Authorization: Bearer <key>`, "
@@ -187,6 +204,11 @@ def require(*scopes: str):
 
     def dependency(principal: PrincipalDep) -> Principal:
         if not any(principal.allows(s) for s in scopes):
+            if principal.key_id is None:  # a loopback caller without a key
+                have = ", ".join(sorted(principal.scopes)) or "no scope"
+                raise Forbidden(f"without an API key a loopback caller has {have} "
+                                f"(BILDWERK_LOOPBACK_SCOPES); send a key with the {needed} "
+                                "scope", param="scope")
             raise Forbidden(f"this API key lacks the {needed} scope", param="scope")
         return principal
 
@@ -212,3 +234,8 @@ def announce(settings: Settings, keys: ApiKeyRepository) -> None:
                     "--scope generate`", settings.auth_mode)
     else:
         log.info("API keys required (auth mode %s)", settings.auth_mode)
+    if settings.auth_mode == "auto" and keys.has_keys() and settings.loopback_scopes:
+        log.warning("loopback clients without a key get the scopes %s "
+                    "(BILDWERK_LOOPBACK_SCOPES; behind a reverse proxy on this host every "
+                    "client looks like loopback: set it empty there)",
+                    ", ".join(settings.loopback_scopes))

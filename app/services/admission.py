@@ -1,8 +1,10 @@
 """Admitting a plan: a place in the executor first, then the uploads stored, the record
 written, and the job started in the held place.
 
-A request that cannot get a place (429 ``queue_full`` or ``too_many_jobs``, 503
-``shutting_down``) is recorded ``rejected`` before anything of it is stored.
+A request refused while it is checked is recorded ``rejected`` with its prompt and the
+inputs that could be decoded (:mod:`app.services.rejections`). A request that cannot get
+a place (429 ``queue_full`` or ``too_many_jobs``, 503 ``shutting_down``) is recorded
+``rejected`` before anything of it is stored.
 """
 
 from __future__ import annotations
@@ -10,15 +12,17 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
-from app.errors import QueueFull, ShuttingDown, TooManyJobs
+from app.errors import BildwerkError, QueueFull, ShuttingDown, TooManyJobs
 from app.jobs.job import Job
 from app.jobs.owners import OwnerLimit
 from app.persistence.blobs import BlobStore
 from app.persistence.records import NewRecord, RecordRepository
 from app.services.executor import Executor
 from app.services.plans import JobPlan
+from app.services.rejections import Rejections
 
 
 @dataclass
@@ -29,11 +33,24 @@ class Accepted:
 
 class Admission:
     def __init__(self, records: RecordRepository, blobs: BlobStore, owners: OwnerLimit,
-                 executor: Executor) -> None:
+                 executor: Executor, rejections: Rejections) -> None:
         self.records = records
         self.blobs = blobs
         self.owners = owners
         self.executor = executor
+        self.rejections = rejections
+
+    def admit(self, endpoint: str, request: object, client: dict | None,
+              make_plan: Callable[[], JobPlan], loop: asyncio.AbstractEventLoop,
+              previews: int = 0) -> Accepted:
+        """Check the request into a plan and submit it. A request refused while it is
+        checked (4xx) is recorded ``rejected`` with what could be decoded of it."""
+        try:
+            plan = make_plan()
+        except BildwerkError as exc:
+            self.rejections.record(endpoint, request, client, exc)
+            raise
+        return self.submit(replace(plan, previews=max(0, previews)), loop)
 
     def submit(self, plan: JobPlan, loop: asyncio.AbstractEventLoop) -> Accepted:
         record_id, job_id = str(uuid.uuid4()), str(uuid.uuid4())

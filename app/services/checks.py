@@ -12,7 +12,7 @@ from app.errors import InvalidInput, PayloadTooLarge
 from app.imaging.decode import DecodedImage, ImageLimits, decode_image, image_bytes
 from app.jobs.owners import OwnerLimit
 from app.persistence.blobs import BlobStore
-from app.persistence.records import RecordRepository
+from app.persistence.records import KEYLESS, RecordRepository
 from app.pipelines.lora_catalog import LoraCatalog
 from app.pipelines.registry import ModelEntry, ModelRegistry
 from app.pipelines.schedulers import SCHEDULERS
@@ -94,15 +94,21 @@ class InputChecks:
 
     def image(self, value: str, param: str, client: dict | None = None) -> DecodedImage:
         """Decode an image field. A key without admin may name only the blobs of its own
-        records by sha256; any other blob is "no stored blob", as if it did not exist."""
-        limits = ImageLimits(max_pixels=self.settings.max_pixels,
-                             max_side=self.settings.max_width)
+        records by sha256 (a keyless loopback caller: the keyless records'); any other blob
+        is "no stored blob", as if it did not exist.
+
+        The upload's own limits (``max_input_side``/``max_input_pixels``, 8192 px by
+        default) are not the processing limits: what a model processes is checked by
+        :meth:`size` (an inpaint crop, the img2img size), so a map larger than a model could
+        take whole is accepted when only a crop of it is processed."""
+        limits = ImageLimits(max_pixels=self.settings.max_input_pixels,
+                             max_side=self.settings.max_input_side)
         client = client or {}
         reader = self.blobs.read
-        key_id = client.get("key_id")
-        if key_id and not client.get("admin"):
+        owner = client.get("key_id") or (KEYLESS if client.get("admin") is False else None)
+        if owner and not client.get("admin"):
             def reader(sha: str) -> bytes:
-                if not self.records.blob_belongs_to(sha, key_id):
+                if not self.records.blob_belongs_to(sha, owner):
                     raise LookupError(sha)
                 return self.blobs.read(sha)
         return decode_image(image_bytes(value, param, reader), param, limits)

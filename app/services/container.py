@@ -152,14 +152,23 @@ class Services:
     @cached_property
     def admission(self):
         from app.services.admission import Admission
+        from app.services.rejections import Rejections
 
-        return Admission(self.records, self.blobs, self.owners, self.executor)
+        return Admission(self.records, self.blobs, self.owners, self.executor,
+                         Rejections(self.records, self.blobs, self.planner.check))
 
     @cached_property
     def generation(self):
         from app.services.generation import GenerationService
 
         return GenerationService(self.planner, self.admission)
+
+    @cached_property
+    def kiosk(self):
+        from app.services.kiosk import KioskService
+
+        return KioskService(self.generation, self.providers, self.records, self.blobs,
+                            self.settings)
 
     @cached_property
     def sequences(self):

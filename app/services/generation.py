@@ -5,7 +5,6 @@ The work runs on a worker: :mod:`app.services.run_generation`."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 
 from app.schemas.generation import Img2ImgRequest, InpaintRequest, Txt2ImgRequest
 from app.services.admission import Accepted, Admission
@@ -23,17 +22,21 @@ class GenerationService:
 
     def accept_txt2img(self, req: Txt2ImgRequest, loop: asyncio.AbstractEventLoop,
                        client: dict | None = None, previews: int = 0) -> Accepted:
-        return self._submit(self.planner.txt2img(req, client), loop, previews)
+        return self.admission.admit("txt2img", req, client,
+                                    lambda: self.planner.txt2img(req, client), loop, previews)
 
     def accept_inpaint(self, req: InpaintRequest, loop: asyncio.AbstractEventLoop,
                        client: dict | None = None, endpoint: str = "inpaint",
-                       previews: int = 0) -> Accepted:
-        return self._submit(self.planner.inpaint(req, client, endpoint), loop, previews)
+                       previews: int = 0, legacy: bool = False) -> Accepted:
+        """``legacy``: the kiosk's /inpainting/ (a mask of another size is resized; an
+        empty one raises :class:`~app.services.planning.NothingToChange`)."""
+        return self.admission.admit(
+            endpoint, req, client,
+            lambda: self.planner.inpaint(req, client, endpoint, legacy=legacy), loop, previews)
 
     def accept_img2img(self, req: Img2ImgRequest, loop: asyncio.AbstractEventLoop,
                        client: dict | None = None, endpoint: str = "img2img",
                        previews: int = 0) -> Accepted:
-        return self._submit(self.planner.img2img(req, client, endpoint), loop, previews)
-
-    def _submit(self, plan, loop: asyncio.AbstractEventLoop, previews: int) -> Accepted:
-        return self.admission.submit(replace(plan, previews=max(0, previews)), loop)
+        return self.admission.admit(endpoint, req, client,
+                                    lambda: self.planner.img2img(req, client, endpoint),
+                                    loop, previews)

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from app.errors import BildwerkError, ClientGone, Conflict, JobTimeout, NotFound
 from app.jobs.job import Job
 from app.jobs.queue import JobQueue
-from app.persistence.records import RecordRepository
+from app.persistence.records import RecordRepository, owned_by
 from app.services.results import status_from_record
 
 
@@ -44,7 +44,7 @@ class JobService:
         if owner is None:
             return
         row = self.records.get_by_job(job_id)
-        if row is None or row.api_key_id != owner:
+        if row is None or not owned_by(row, owner):
             raise NotFound(f"job {job_id} not found", param="job_id")
 
     def status(self, job_id: str, *, owner: str | None = None) -> dict:

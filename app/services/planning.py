@@ -11,7 +11,9 @@ from __future__ import annotations
 import secrets
 from dataclasses import fields
 
-from app.errors import InvalidInput
+from PIL import Image
+
+from app.errors import EmptyMask, InvalidInput
 from app.imaging.decode import DecodedImage
 from app.imaging.fit import fit_image
 from app.imaging.geometry import round_to_multiple
@@ -34,6 +36,22 @@ from app.services.checks import InputChecks, owner_of
 from app.services.plans import Choice, GenerationWork, JobPlan, SequenceWork, Upload
 from app.services.prompting import PreparedPrompt, PromptService, ScheduledPrompt
 from app.services.sequence_limits import check_package_canvas, check_sequence_work
+
+
+class NothingToChange(Exception):  # noqa: N818 (an outcome, not an error)
+    """The kiosk's legacy route got an empty mask: its original server answered the image
+    unchanged, and so does /inpainting/ (:mod:`app.services.kiosk`)."""
+
+    def __init__(self, image: DecodedImage, mask: DecodedImage | None) -> None:
+        super().__init__("the mask marks no pixel to change")
+        self.image = image
+        self.mask = mask
+
+
+def _resize_mask(mask: Image.Image, size: tuple[int, int]) -> Image.Image:
+    if mask.mode in ("P", "PA") or "transparency" in mask.info:
+        mask = mask.convert("RGBA")  # keep a palette mask's transparency through the resize
+    return mask.resize(size, Image.Resampling.NEAREST)
 
 
 class Planner:
@@ -63,13 +81,15 @@ class Planner:
                                      prepared, client, uploads=())
 
     def inpaint(self, req: InpaintRequest, client: dict | None,
-                endpoint: str = "inpaint") -> JobPlan:
+                endpoint: str = "inpaint", legacy: bool = False) -> JobPlan:
+        """``legacy``: the kiosk's /inpainting/, as its original server behaved: a mask of
+        another size is resized to the image (nearest) and the record notes it; an empty
+        mask (an empty string, or nothing painted) raises :class:`NothingToChange`."""
         self.check.request(req, client)
         req = self.prompts.with_style_params(req)
         chain, entry, choice, remote_model = self._providers(req, "inpaint")
         image = self.check.image(req.image, "image", client)
-        mask_in = self.check.image(req.mask, "mask", client)
-        mask = binary_mask(mask_in.image, image.image.size, invert=req.invert_mask)
+        mask_in, mask, notes = self._inpaint_mask(req, image, client, legacy)
         width, height = self._inpaint_size(req, entry, image)
         self.check.size(width, height, req.num_images)
         self.check.strength(req.steps, req.strength)
@@ -84,8 +104,32 @@ class Planner:
             clip_skip=req.clip_skip)
         uploads = (Upload("input_image_sha256", image.raw, image.content_type),
                    Upload("mask_sha256", mask_in.raw, mask_in.content_type))
-        return self._generation_plan(endpoint, chain, entry, choice, remote_model, args,
+        plan = self._generation_plan(endpoint, chain, entry, choice, remote_model, args,
                                      prepared, client, uploads)
+        if notes:
+            plan.record["params"]["notes"] = notes
+        return plan
+
+    def _inpaint_mask(self, req: InpaintRequest, image: DecodedImage, client: dict | None,
+                      legacy: bool) -> tuple[DecodedImage, Image.Image, list[str]]:
+        """The uploaded mask, the binary mask at the image's size, and notes for the
+        record. Strict (``/inpaint``): same size, something painted, else 422."""
+        if legacy and not req.mask.strip():
+            raise NothingToChange(image, None)
+        mask_in = self.check.image(req.mask, "mask", client)
+        mask_image, notes = mask_in.image, []
+        if legacy and mask_image.size != image.image.size:
+            notes.append(f"mask resized from {mask_image.width}x{mask_image.height} to "
+                         f"{image.image.width}x{image.image.height} (nearest), as the "
+                         "kiosk's original server did")
+            mask_image = _resize_mask(mask_image, image.image.size)
+        try:
+            mask = binary_mask(mask_image, image.image.size, invert=req.invert_mask)
+        except EmptyMask:
+            if legacy:
+                raise NothingToChange(image, mask_in) from None
+            raise
+        return mask_in, mask, notes
 
     def img2img(self, req: Img2ImgRequest, client: dict | None,
                 endpoint: str = "img2img") -> JobPlan:

@@ -18,4 +18,5 @@ class SequenceService:
 
     def accept_img2seq(self, req: Img2SeqRequest, loop: asyncio.AbstractEventLoop,
                        client: dict | None = None) -> Accepted:
-        return self.admission.submit(self.planner.img2seq(req, client), loop)
+        return self.admission.admit("img2seq", req, client,
+                                    lambda: self.planner.img2seq(req, client), loop)

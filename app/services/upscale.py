@@ -60,4 +60,5 @@ class UpscaleService:
 
     def accept(self, req, loop: asyncio.AbstractEventLoop,
                client: dict | None = None, endpoint: str = "upscale") -> Accepted:
-        return self.admission.submit(self.plan(req, client, endpoint), loop)
+        return self.admission.admit(endpoint, req, client,
+                                    lambda: self.plan(req, client, endpoint), loop)

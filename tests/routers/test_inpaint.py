@@ -131,12 +131,35 @@ def test_bad_images_get_4xx_envelopes_and_the_server_keeps_serving(client, field
     assert ok.status_code == 200
 
 
-def test_oversized_image_gets_413(make_client):
-    client = make_client(max_pixels=128 * 128, max_width=512)
+def test_an_upload_over_the_input_limit_gets_413(make_client):
+    client = make_client(max_input_side=256)
     big = scene(300, 200)
     r = inpaint(client, big, box_mask(big.size, (10, 10, 50, 50)))
     assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
     assert r.json()["error"]["param"] == "image"
+
+
+def test_a_map_larger_than_the_processing_limit_is_inpainted_in_its_crop(make_client):
+    """Only the crop around the mask is processed (at the model's size), so the upload may
+    be larger than what a model takes whole; the crop is pasted back, the rest unchanged."""
+    client = make_client(max_pixels=128 * 128, max_width=128)
+    big = scene(300, 200)
+    mask = box_mask(big.size, (200, 120, 240, 160))
+    r = inpaint(client, big, mask, width=64, height=64, mask_blur=0, padding=8)
+    assert r.status_code == 200, r.text
+    out = fetch(client, r.json()["images"][0])
+    assert out.size == big.size
+    outside = np.asarray(mask) == 0
+    assert np.array_equal(pixels(out)[outside], pixels(big)[outside])
+
+
+def test_processing_the_whole_oversized_image_gets_413(make_client):
+    client = make_client(max_pixels=128 * 128, max_width=128)
+    big = scene(300, 200)
+    r = inpaint(client, big, box_mask(big.size, (10, 10, 50, 50)), inpaint_area="full",
+                width=None, height=None)  # the whole image, at its own size
+    assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+    assert r.json()["error"]["param"] == "width"
 
 
 def test_decompression_bomb_is_refused_without_decoding(make_client):

@@ -32,16 +32,49 @@ def test_without_keys_loopback_gets_in_and_other_hosts_get_401(make_client, remo
     assert outside.get("/health").status_code == 200  # public
 
 
-def test_once_a_key_exists_loopback_needs_one_too(client):
+def test_once_a_key_exists_loopback_keeps_only_the_loopback_scopes(client):
+    """The kiosk's backend cannot send a key: after the first key is created (even a
+    read-only one, even revoked), a keyless loopback caller keeps generate (the default
+    BILDWERK_LOOPBACK_SCOPES), sees only keyless records, and nothing of admin."""
     assert client.get("/records").status_code == 200
     key_id, secret = make_key(client, "first", "read")
-    assert_401(client.get("/records"))
+    r = client.get("/records")
+    assert r.status_code == 403 and "BILDWERK_LOOPBACK_SCOPES" in r.json()["error"]["message"]
+    assert client.post("/models/refresh").status_code == 403
+    made = client.post("/txt2img", json={"prompt": "kiosk", "width": 64, "height": 64,
+                                         "steps": 1})
+    assert made.status_code == 200, made.text
+    assert client.get(made.json()["images"][0]["url"]).status_code == 200  # its own blob
+    assert client.get(f"/jobs/{made.json()['job_id']}").status_code == 200
     assert client.get("/records", headers=bearer(secret)).status_code == 200
     assert client.get("/records", headers={"X-API-Key": secret}).status_code == 200
-    # Revoking the last key does not reopen keyless access (keys are never deleted).
+    # Revoking the last key does not reopen admin access (keys are never deleted).
     client.app.state.keys.revoke(key_id)
     assert_401(client.get("/records", headers=bearer(secret)))
+    assert client.get("/records").status_code == 403
+
+
+def test_a_keyless_loopback_caller_sees_no_keys_jobs_or_blobs(client):
+    _, secret = make_key(client, "artist", "generate", "read")
+    theirs = client.post("/txt2img", headers=bearer(secret), json={
+        "prompt": "private", "width": 64, "height": 64, "steps": 1})
+    assert theirs.status_code == 200, theirs.text
+    body = theirs.json()
+    assert client.get(f"/jobs/{body['job_id']}").status_code == 404
+    assert client.delete(f"/jobs/{body['job_id']}").status_code == 404
+    assert client.get(body["images"][0]["url"]).status_code == 404
+    # nor may it name the key's blob as its input
+    r = client.post("/img2img", json={"prompt": "x", "image": body["images"][0]["sha256"],
+                                      "steps": 2, "width": 64, "height": 64})
+    assert r.status_code == 422 and "no stored blob" in r.json()["error"]["message"]
+
+
+def test_empty_loopback_scopes_make_loopback_need_a_key(make_client):
+    client = make_client(loopback_scopes=[])
+    make_key(client, "first", "read")
     assert_401(client.get("/records"))
+    assert_401(client.post("/txt2img", json={"prompt": "x", "width": 64, "height": 64,
+                                             "steps": 1}))
 
 
 def test_a_key_sent_is_always_checked(client):

@@ -28,6 +28,7 @@ from app.compat.a1111 import checkpoints, infotext, translate
 from app.compat.a1111.schemas import ExtrasSingleImageBody, GenerationFields, PngInfoBody
 from app.errors import Conflict, InvalidInput, NotFound
 from app.jobs.job import Job
+from app.persistence.records import KEYLESS
 from app.request_limits import check_prompt_lengths
 from app.security.auth import Principal
 from app.services.jobs import JobFailed
@@ -78,7 +79,8 @@ class A1111State:
         with self._lock:
             self._jobs = [t for t in self._jobs if not t.job.finished]
             return [t for t in self._jobs
-                    if principal.owner is None or t.key_id == principal.owner]
+                    if principal.owner is None
+                    or (t.key_id or KEYLESS) == principal.owner]
 
 
 class A1111Api:
