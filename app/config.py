@@ -65,9 +65,9 @@ class Settings(BaseSettings):
         default_factory=lambda: ["generate"], description="In auth mode auto, once API keys "
         "exist: the scopes a loopback caller (127.0.0.1, ::1) gets without a key, e.g. the "
         "museum kiosk's backend on the same host, which cannot send one. Comma-separated "
-        "(generate, read, admin); empty: none, a loopback caller then needs a key like "
+        "(generate, read, admin); none: no scope, a loopback caller then needs a key like "
         "everyone else. Behind a reverse proxy on this host every client looks like "
-        "loopback: set it empty there, or make the proxy forward the client address.")
+        "loopback: set it to none there, or make the proxy forward the client address.")
 
     # --- limits --------------------------------------------------------------------------
     max_width: int = Field(2048, ge=64, description="Largest width (and height) accepted.")
@@ -243,6 +243,8 @@ class Settings(BaseSettings):
             text = value.strip()
             if text.startswith("["):
                 return json.loads(text)
+            if text.lower() == "none":
+                return []
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
 

@@ -77,7 +77,7 @@ def check_json_shape(data: bytes | str, shape: JsonShape, what: str = "body") ->
     except ijson.JSONError as exc:
         hint = " (NaN and Infinity are not JSON numbers)" if re.search(
             rb"(?<![\w\"])-?(NaN|Infinity)\b", raw) else ""
-        if what == "body":  # the whole body: 400, saying where it breaks
+        if what == "body" and not hint:  # the whole body: 400, saying where it breaks
             raise InvalidJson(json_error_message(raw) + hint) from None
         raise NotJson(f"the {what} is not valid JSON{hint}: {_first_line(exc)}",
                       param=_param(where)) from None

@@ -59,7 +59,10 @@ def live(tmp_path_factory: pytest.TempPathFactory, embedded_template: Path):
     data = root / "data"
     shutil.copytree(embedded_template, data / "embedded" / "bildwerk-tiny")
     (root / "models").mkdir()
-    server = Server(data, root / "models", BILDWERK_EMBEDDED_MODEL_ID="bildwerk-tiny").start()
+    # BILDWERK_LOOPBACK_SCOPES none: a keyless call from this loopback test must get the
+    # 401 a script on another host gets.
+    server = Server(data, root / "models", BILDWERK_EMBEDDED_MODEL_ID="bildwerk-tiny",
+                    BILDWERK_LOOPBACK_SCOPES="none").start()
     # Every poll is an access-log line: read them as they come, or the pipe fills up and
     # the server blocks on its next log write.
     drain = threading.Thread(target=server.proc.stdout.read, daemon=True)

@@ -237,5 +237,5 @@ def announce(settings: Settings, keys: ApiKeyRepository) -> None:
     if settings.auth_mode == "auto" and keys.has_keys() and settings.loopback_scopes:
         log.warning("loopback clients without a key get the scopes %s "
                     "(BILDWERK_LOOPBACK_SCOPES; behind a reverse proxy on this host every "
-                    "client looks like loopback: set it empty there)",
+                    "client looks like loopback: set it to none there)",
                     ", ".join(settings.loopback_scopes))

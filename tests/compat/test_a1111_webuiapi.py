@@ -30,7 +30,9 @@ from tests.utils.families import build_tiny_sd15
 from tests.utils.images import box_mask, data_url, pixels, scene
 from tests.utils.server import ROOT, Server
 
-OWN = {"BILDWERK_EMBEDDED_MODEL_ID": "bildwerk-tiny"}
+# BILDWERK_LOOPBACK_SCOPES none: once the key exists, a keyless call from this loopback
+# test gets the 401 a client on another host gets.
+OWN = {"BILDWERK_EMBEDDED_MODEL_ID": "bildwerk-tiny", "BILDWERK_LOOPBACK_SCOPES": "none"}
 
 
 @pytest.fixture(scope="module")

@@ -216,8 +216,11 @@ def test_the_bad_input_corpus_gets_4xx_envelopes_and_the_server_keeps_serving(cl
             problems.append(f"{name}: {wrong}")
     assert not problems, "\n".join(problems)
     assert hits == [], "an image URL was fetched"
-    # Nothing was queued: refused input is never recorded as a job.
-    assert client.get("/records").json()["total"] == records_before
+    # Nothing was queued: each refusal is recorded as rejected, never as a job.
+    page = client.get("/records", params={"limit": 500}).json()
+    new = page["items"][:page["total"] - records_before]
+    assert new and {r["status"] for r in new} == {"rejected"}
+    assert all(r["error_code"] and not r["outputs"] for r in new)
     assert client.get("/ready").status_code == 200
     r = client.post("/txt2img", json=FAST)
     assert r.status_code == 200 and r.json()["status"] == "succeeded"

@@ -39,7 +39,7 @@ def key(client, name: str) -> dict:
     ("/prompt-expand", {"idea": "x" * 51}, "idea"),
     ("/prompt-expand", {"script": "a lake\n" + "y" * 501}, "script"),
 ])
-def test_prompts_over_max_prompt_chars_are_422_before_anything_is_recorded(
+def test_prompts_over_max_prompt_chars_are_422_and_only_the_refusal_is_recorded(
         make_client, endpoint, body, param):
     client = make_client(max_prompt_chars=50)
     r = client.post(endpoint, json=body)
@@ -47,7 +47,13 @@ def test_prompts_over_max_prompt_chars_are_422_before_anything_is_recorded(
     error = r.json()["error"]
     assert error["code"] == "invalid_input" and error["param"] == param
     assert "BILDWERK_MAX_PROMPT_CHARS" in error["message"]
-    assert records_total(client) == 0
+    records = client.get("/records").json()["items"]
+    if endpoint == "/prompt-expand":
+        assert records == []  # nothing ran
+        return
+    [record] = records  # an image route records the refusal, and nothing else
+    assert record["status"] == "rejected" and "BILDWERK_MAX_PROMPT_CHARS" in record[
+        "error_message"] and record["outputs"] == []
 
 
 def test_prompts_at_the_limit_pass_and_a_script_may_be_ten_times_longer(make_client):
@@ -68,7 +74,9 @@ def test_a_caller_may_have_max_queued_per_key_jobs_then_429_too_many_jobs(make_c
     assert refused.status_code == 429, refused.text
     assert refused.headers["retry-after"] == "9"
     assert refused.json()["error"]["code"] == "too_many_jobs"
-    assert records_total(client) == 2  # refused before anything was recorded
+    assert records_total(client) == 3  # the refusal is recorded, without its inputs
+    refusal = client.get("/records", params={"status": "rejected"}).json()["items"]
+    assert [r["error_code"] for r in refusal] == ["too_many_jobs"]
     # A job cancelled while waiting stops counting at once.
     client.delete(f"/jobs/{waiting.json()['job_id']}")
     again = client.post("/txt2img", json=FAST, headers=ASYNC)

@@ -14,10 +14,14 @@ ASYNC = {"Prefer": "respond-async"}  # were a limit missed, the test fails at on
 
 
 def assert_nothing_taken(client) -> None:
-    """No record, no stored upload, no job waiting or running."""
-    assert client.get("/records", params={"endpoint": "img2seq"}).json()["total"] == 0
+    """Only the refusal's record (status rejected, its input image kept), no other stored
+    file, no job waiting or running."""
+    records = client.get("/records", params={"endpoint": "img2seq"}).json()["items"]
+    assert [r["status"] for r in records] == ["rejected"]
+    assert records[0]["error_code"] and records[0]["outputs"] == []
     blobs = client.app.state.settings.blobs_dir
-    assert not blobs.exists() or not [p for p in blobs.rglob("*") if p.is_file()]
+    stored = {p.name for p in blobs.rglob("*") if p.is_file()} if blobs.exists() else set()
+    assert stored <= {records[0]["input_image_sha256"]}
     queue = client.app.state.queue
     assert queue.waiting == 0 and queue.running is None and queue.unfinished() == []
 

@@ -74,7 +74,8 @@ def test_an_unknown_style_is_refused_before_any_work(client):
     r = client.post("/txt2img", json={"prompt": "x", "style": "nope", **SMALL})
     assert r.status_code == 422
     assert r.json()["error"]["param"] == "style"
-    assert client.get("/records", params={"endpoint": "txt2img"}).json()["total"] == 0
+    [record] = client.get("/records", params={"endpoint": "txt2img"}).json()["items"]
+    assert record["status"] == "rejected" and "unknown style 'nope'" in record["error_message"]
 
 
 def test_inpaint_with_translate_keeps_pixels_outside_the_mask(client):

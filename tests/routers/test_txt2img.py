@@ -157,4 +157,6 @@ def test_oversized_request_is_refused_with_413(make_client):
 def test_malformed_json_gets_an_envelope(client):
     r = client.post("/txt2img", content=b"{not json", headers={"content-type":
                                                                "application/json"})
-    assert r.status_code == 422 and "error" in r.json()
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+    assert r.json()["error"]["message"] == ("body is not valid JSON: Expecting property name "
+                                            "enclosed in double quotes at line 1, column 2")

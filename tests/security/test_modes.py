@@ -146,3 +146,17 @@ def test_last_used_is_written_at_most_once_a_minute(client, monkeypatch):
     monkeypatch.setattr(keys, "clock", lambda: later)
     assert client.get("/records", headers=bearer(secret)).status_code == 200
     assert keys.get(key_id).last_used_at > first
+
+
+def test_loopback_scopes_are_read_from_the_environment(monkeypatch):
+    from pydantic import ValidationError
+
+    from app.config import Settings
+
+    monkeypatch.setenv("BILDWERK_LOOPBACK_SCOPES", "none")
+    assert Settings().loopback_scopes == []
+    monkeypatch.setenv("BILDWERK_LOOPBACK_SCOPES", "generate, read")
+    assert Settings().loopback_scopes == ["generate", "read"]
+    monkeypatch.setenv("BILDWERK_LOOPBACK_SCOPES", "write")
+    with pytest.raises(ValidationError, match="unknown scopes"):
+        Settings()
