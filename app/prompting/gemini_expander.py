@@ -1,5 +1,8 @@
 """Prompt expansion with a Gemini text model (JSON response schema) via ``google-genai``.
 
+The wish goes to the model as typed; the answer's ``translation`` field (first in
+``propertyOrdering``) is its English, returned as ``LLMAnswer.translation``.
+
 Flow: ``expand`` sends few-shot turns (user/model) and the request as ``contents``, the
 rules as ``system_instruction``, and ``response_mime_type="application/json"`` with
 :func:`gemini_schema` (:data:`~app.prompting.llm_answers.ANSWER_SCHEMA` without
@@ -84,7 +87,7 @@ class GeminiExpander(ChatExpander):
         style_name = style.name if style else None
         contents: list[types.Content] = []
         for example in self.fewshot.pick(style_name):
-            asked, answered = example.turns()
+            asked, answered = self.shot_turns(example)
             contents += [_turn("user", asked), _turn("model", answered)]
         contents.append(_turn("user", user_message(idea, style_name, count)))
         config = types.GenerateContentConfig(

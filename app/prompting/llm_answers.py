@@ -1,11 +1,16 @@
 """An LLM expander's answer: the schema it is asked for, parsing and repairing the text it
 returns, and turning its items into :class:`Expansion` objects.
 
-* :data:`ANSWER_SCHEMA` is the structured-output schema (``{"prompts": [item, ...]}``,
-  each item with title, description, metatags, prompt and negative_prompt).
-* :func:`parse_answer` tries strict ``json.loads``, then the text inside a code fence, then
-  ``json_repair`` (trailing commas, cut-off answers), then validates every item with
-  pydantic; too few valid items is ``ExpanderError("malformed")``.
+* :data:`ANSWER_SCHEMA` is the structured-output schema (``{"translation": str,
+  "prompts": [item, ...]}``, each item with title, description, metatags, prompt and
+  negative_prompt). ``translation`` is the wish in English, written before the prompts;
+  the prompt service uses it as the translated wish instead of the offline glossary's.
+* :func:`parse_structured` tries strict ``json.loads``, then the text inside a code fence,
+  then ``json_repair`` (trailing commas, cut-off answers), then validates every item with
+  pydantic; too few valid items is ``ExpanderError("malformed")``. A missing or unusable
+  ``translation`` is not: the prompts are still good, and the service keeps the offline
+  translation (:func:`clean_translation` says what is usable). :func:`parse_answer` is the
+  same without the translation.
 * :func:`to_expansions` fits the prompt to CLIP's 75 tokens (trailing terms dropped first,
   ``truncated=True``), puts a style's missing template terms back after the subject,
   cleans the metatags, appends the style's negative to the model's (like
@@ -18,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import json_repair
@@ -61,13 +67,20 @@ ITEM_SCHEMA: dict[str, Any] = {
     "required": list(FIELDS),
     "additionalProperties": False,
 }
+TRANSLATION_SCHEMA: dict[str, Any] = _text(
+    "The user's wish translated faithfully into English: one plain phrase or sentence, "
+    "nothing added or left out, place names as written. The wish itself if it is "
+    "already English.")
 # OpenAI strict mode: every property required, additionalProperties false at every level.
+# "translation" comes first, so the model translates before it writes the prompts.
 ANSWER_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "properties": {"prompts": {"type": "array", "items": ITEM_SCHEMA}},
-    "required": ["prompts"],
+    "properties": {"translation": TRANSLATION_SCHEMA,
+                   "prompts": {"type": "array", "items": ITEM_SCHEMA}},
+    "required": ["translation", "prompts"],
     "additionalProperties": False,
 }
+MAX_TRANSLATION = 2000  # characters; a longer "translation" is not a translation of a wish
 
 
 class _Item(BaseModel):
@@ -115,10 +128,37 @@ def _items_of(data: Any) -> list | None:
     return None
 
 
+@dataclass(frozen=True)
+class ParsedAnswer:
+    items: list[dict]  # the first ``count`` valid items
+    repaired: bool  # the JSON needed repair
+    translation: str | None  # the usable English translation of the wish, if any
+
+
+def clean_translation(value: Any) -> str | None:
+    """The answer's ``translation`` when usable: a non-empty string of at most
+    ``MAX_TRANSLATION`` characters, whitespace collapsed, surrounding quotes dropped."""
+    if not isinstance(value, str):
+        return None
+    text = " ".join(value.split()).strip()
+    if len(text) >= 2 and text[0] in "\"'“”„«»" and text[-1] in "\"'“”„«»":
+        text = text[1:-1].strip()
+    if not text or len(text) > MAX_TRANSLATION or not re.search(r"[^\W\d_]", text):
+        return None
+    return text
+
+
 def parse_answer(text: str, count: int) -> tuple[list[dict], bool]:
     """The first ``count`` valid items of an answer, and whether the JSON needed repair.
 
     Raises ``ExpanderError("malformed")`` when fewer than ``count`` items are valid."""
+    parsed = parse_structured(text, count)
+    return parsed.items, parsed.repaired
+
+
+def parse_structured(text: str, count: int) -> ParsedAnswer:
+    """:func:`parse_answer` plus the answer's ``translation`` (None when missing or
+    unusable; that alone never makes an answer malformed)."""
     text = (text or "").strip()
     if not text:
         raise ExpanderError("malformed", "the answer was empty")
@@ -152,7 +192,11 @@ def parse_answer(text: str, count: int) -> tuple[list[dict], bool]:
             f"{len(valid)} valid prompts of {count} asked for{detail}"))
     if errors:
         log.info("dropped %d invalid item(s) of an LLM answer: %s", len(errors), errors[0])
-    return valid[:count], repaired
+    translation = clean_translation(data.get("translation")) if isinstance(data, dict) \
+        else None
+    if translation is None:
+        log.info("the LLM answer has no usable translation of the wish")
+    return ParsedAnswer(valid[:count], repaired, translation)
 
 
 # --------------------------------------------------------------------------- post-processing
@@ -220,5 +264,6 @@ def to_expansions(items: list[dict], *, idea: str, style: StylePreset | None, se
     return out
 
 
-__all__ = ["ANSWER_SCHEMA", "FIELDS", "ITEM_SCHEMA", "item_error", "parse_answer",
+__all__ = ["ANSWER_SCHEMA", "FIELDS", "ITEM_SCHEMA", "TRANSLATION_SCHEMA", "ParsedAnswer",
+           "clean_translation", "item_error", "parse_answer", "parse_structured",
            "to_expansions"]

@@ -59,6 +59,12 @@ class LLMAnswer:
     repaired: bool
     usage: dict | None
     raw: list[str]  # each call's answer text, cut to RAW_LIMIT characters
+    # the model's English translation of the wish (the answer's "translation" field), or
+    # None when it sent none that is usable
+    translation: str | None = None
+
+
+Parse = Callable[[str], "tuple[list[Expansion], bool, str | None]"]
 
 
 @dataclass
@@ -82,14 +88,14 @@ class Correction:
         return corrective_message(self.error)
 
 
-def run_with_retry(call: Callable[[Correction | None], Reply],
-                   parse: Callable[[str], tuple[list[Expansion], bool]],
+def run_with_retry(call: Callable[[Correction | None], Reply], parse: Parse,
                    *, model: str) -> LLMAnswer:
     """Call once; on a malformed answer call once more with a :class:`Correction`.
 
     ``call`` raises :class:`ExpanderError` ("unavailable", "refused") itself, after the
-    SDK's own bounded retries; ``parse`` raises ``ExpanderError("malformed")``. Every error
-    leaves with ``attempts`` and ``raw`` filled in."""
+    SDK's own bounded retries; ``parse`` returns (expansions, repaired, translation) or
+    raises ``ExpanderError("malformed")``. Every error leaves with ``attempts`` and ``raw``
+    filled in."""
     raw: list[str] = []
     usage: dict = {}
     correction: Correction | None = None
@@ -102,7 +108,7 @@ def run_with_retry(call: Callable[[Correction | None], Reply],
         raw.append(reply.text[:RAW_LIMIT])
         _add_usage(usage, reply.usage)
         try:
-            expansions, repaired = parse(reply.text)
+            expansions, repaired, translation = parse(reply.text)
         except ExpanderError as exc:
             exc.attempts, exc.raw = attempt, list(raw)
             if attempt == 2:
@@ -111,7 +117,8 @@ def run_with_retry(call: Callable[[Correction | None], Reply],
             correction = Correction(previous=reply.text[:RAW_LIMIT], error=exc.reason)
             continue
         return LLMAnswer(expansions=expansions, model=reply.model or model, calls=attempt,
-                         repaired=repaired, usage=usage or None, raw=raw)
+                         repaired=repaired, usage=usage or None, raw=raw,
+                         translation=translation)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -135,6 +142,7 @@ def clip_reason(text: str) -> str:
 
 
 __all__ = [
-    "Correction", "ExpanderError", "LLMAnswer", "Reply", "SamplingOptions", "clip_reason",
+    "Correction", "ExpanderError", "LLMAnswer", "Parse", "Reply", "SamplingOptions",
+    "clip_reason",
     "run_with_retry", "scrub",
 ]

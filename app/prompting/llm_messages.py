@@ -1,6 +1,7 @@
 """What an LLM expander says to the model: the system prompt (the task, the rules, the
-style), the request (``Wish:``, ``Style:``, ``Count:`` lines) and the corrective message of
-a second call; and the input check every expander applies first."""
+style, the ``translation`` field), the request (``Wish:``, ``Style:``, ``Count:`` lines;
+the wish as the visitor typed it, so the model translates it itself) and the corrective
+message of a second call; and the input check every expander applies first."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ def system_prompt(style: StylePreset | None, count: int) -> str:
         "Rules:",
         "- Always write in English, whatever language the wish is in. Translate the wish "
         "faithfully; keep place names as written.",
+        "- translation: the wish itself in English, translated faithfully as one plain "
+        "phrase or sentence: nothing added, nothing left out, no German word left, place "
+        "names as written (Olpe, Bigge, Sauerland). If the wish is already English, repeat "
+        "it.",
         "- prompt: comma-separated Stable Diffusion terms, not sentences. The user's "
         "subject comes first, then medium, setting, details, lighting and composition. "
         "At most 60 words. No weights, brackets or quotes.",
@@ -26,8 +31,8 @@ def system_prompt(style: StylePreset | None, count: int) -> str:
         "- metatags: 3 to 8 lowercase tags of one to three words.",
         "- The suggestions differ in mood, time of day, light or composition; all keep "
         "the user's subject.",
-        '- Answer with JSON only, {"prompts": [...]}, exactly as the schema says: no '
-        "commentary, no code fences.",
+        '- Answer with JSON only, {"translation": "...", "prompts": [...]}, exactly as the '
+        "schema says: no commentary, no code fences.",
     ]
     if style is not None:
         lines += [

@@ -1,5 +1,9 @@
 """Prompt expansion with an OpenAI chat model (structured JSON output) via the ``openai`` SDK.
 
+The wish goes to the model as typed (German at the kiosk); the answer's ``translation``
+field is its English, returned as ``LLMAnswer.translation`` for the prompt service to
+record as the translated wish.
+
 Flow: ``expand`` builds ``[system, few-shot user/assistant pairs..., user]`` and calls
 ``chat.completions.create`` with ``response_format={"type": "json_schema", "json_schema":
 {"name": "prompt_expansions", "strict": True, "schema": ANSWER_SCHEMA}}`` and ``seed``;
@@ -49,7 +53,7 @@ class OpenAIExpander(ChatExpander):
         messages: list[dict[str, str]] = [
             {"role": "system", "content": self.fewshot.system_prompt(style, count)}]
         for example in self.fewshot.pick(style_name):
-            asked, answered = example.turns()
+            asked, answered = self.shot_turns(example)
             messages += [{"role": "user", "content": asked},
                          {"role": "assistant", "content": answered}]
         messages.append({"role": "user", "content": user_message(idea, style_name, count)})

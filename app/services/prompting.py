@@ -3,17 +3,24 @@
 
 expand (POST /prompt-expand)::
 
-    check style -> record "running" -> per scene: translate (never fails)
-      -> requested expander (openai / gemini) -> on failure: local expander
-      -> record "succeeded" (result = the prompts, attempts = every expander tried)
+    check style -> record "running" -> per scene: translate offline (never fails)
+      -> requested expander (openai / gemini), asked with the wish as typed when it is not
+         English: its answer's "translation" becomes the translated wish
+      -> on failure: local expander, on the offline translation
+      -> record "succeeded" (result = the prompts and each scene's translation,
+         attempts = every expander tried)
       (an error is recorded "failed" and answered with the envelope)
 
 prepare (generation routes)::
 
-    typed -> translated (if asked) -> expanded (if asked; first expansion)
+    typed -> translated (if asked) -> expanded (if asked; first expansion; an LLM
+      expander translates the typed prompt itself, as above)
       -> styled (template + negative) -> the prompt the pipeline gets
 
-The record of a generation keeps the prompt as typed, as translated and as expanded.
+The record of a generation keeps the prompt as typed, as translated and as expanded, and
+which translator answered (``translator``: glossary, argos, libretranslate, google, or
+openai / gemini when the LLM's translation was used; the offline one is kept beside it as
+``offline_translation``).
 """
 
 from __future__ import annotations
@@ -63,9 +70,21 @@ class LLMExpander(Protocol):
 @dataclass
 class SceneResult:
     scene: int
-    translation: Translation
+    translation: Translation  # the one used: the LLM's or the offline chain's
     english: str
     expansions: list[Expansion]
+    offline: Translation | None = None  # the offline chain's, when the LLM's replaced it
+
+    def record(self) -> dict:
+        """What the record keeps of this scene's translation."""
+        tr = self.translation
+        out = {"scene": self.scene, "language": tr.source_language,
+               "translator": tr.translator if tr.translated else None,
+               "text": self.english if tr.translated else None}
+        if self.offline is not None:
+            out["offline"] = {"translator": self.offline.translator,
+                              "text": self.offline.text if self.offline.translated else None}
+        return out
 
 
 @dataclass
@@ -76,6 +95,18 @@ class Outcome:
     provider: str
     attempts: list[dict] = field(default_factory=list)
     usage: dict | None = None
+    translation: str | None = None  # an LLM expander's English of the wish, if it gave one
+
+
+def llm_translation(typed: str, offline: Translation, outcome: Outcome) -> Translation | None:
+    """The LLM's translation of ``typed`` as a :class:`Translation` (translator = the
+    provider), or None when the LLM did not answer or gave no translation that differs from
+    the typed text."""
+    text = outcome.translation
+    if outcome.provider == LOCAL or not text or \
+            " ".join(text.split()).casefold() == " ".join(typed.split()).casefold():
+        return None
+    return Translation(text, offline.source_language, True, outcome.provider, offline.errors)
 
 
 @dataclass
@@ -198,7 +229,7 @@ class PromptService:
         self.records.finish(
             record_id, status="succeeded", provider=outcome.provider,
             seeds=[p["seed"] for p in prompts], attempts=outcome.attempts, usage=outcome.usage,
-            result={"prompts": prompts},
+            result={"prompts": prompts, "translations": [r.record() for r in results]},
             prompt_translated="\n".join(translated) if translated else None,
             prompt_expanded="\n".join(p["prompt"] for p in prompts),
             timings={"total_s": round(time.perf_counter() - started, 4)})
@@ -218,17 +249,25 @@ class PromptService:
         for i, scene in enumerate(scenes):
             translation = self._translate(scene, req.language, req.translate)
             english = translation.text if translation.translated else scene
-            outcome = self.run_expanders(english, style=style, count=count,
-                                         seed=(seed + i * count) % (MAX_SEED + 1),
+            # an LLM translates the wish itself (its answer's "translation"); the local
+            # expander, also as the fallback, gets the offline translation
+            llm_translates = requested != LOCAL and req.translate and \
+                translation.source_language != "en"
+            outcome = self.run_expanders(scene if llm_translates else english, style=style,
+                                         count=count, seed=(seed + i * count) % (MAX_SEED + 1),
                                          provider=requested, sampling=sampling,
-                                         fallback=req.fallback)
+                                         fallback=req.fallback, local_idea=english)
+            offline = None
+            llm = llm_translation(scene, translation, outcome) if llm_translates else None
+            if llm is not None:
+                offline, translation, english = translation, llm, llm.text
             for attempt in outcome.attempts:
                 attempts.append({"scene": i, **attempt})
             for key, value in (outcome.usage or {}).items():
                 if isinstance(value, int | float):
                     usage[key] = usage.get(key, 0) + value
             providers.append(outcome.provider)
-            results.append(SceneResult(i, translation, english, outcome.expansions))
+            results.append(SceneResult(i, translation, english, outcome.expansions, offline))
             if any(a.get("kind") == "unavailable" for a in outcome.attempts):
                 requested = LOCAL  # down or timing out: do not wait for it scene after scene
         answered = providers[0] if len(set(providers)) == 1 else "+".join(
@@ -256,8 +295,12 @@ class PromptService:
                                          source=language.lower() if language else None)
 
     def run_expanders(self, idea: str, *, style: StylePreset | None, count: int, seed: int,
-                      provider: str, sampling: SamplingOptions, fallback: bool = True) -> Outcome:
-        """The requested expander, then the local one; every attempt is recorded."""
+                      provider: str, sampling: SamplingOptions, fallback: bool = True,
+                      local_idea: str | None = None) -> Outcome:
+        """The requested expander, then the local one; every attempt is recorded.
+
+        ``idea`` goes to the LLM expander (the wish as typed, when it is to translate it);
+        ``local_idea`` (default ``idea``) to the local one: the offline translation."""
         attempts: list[dict] = []
         if provider != LOCAL:
             expander = self.expanders.get(provider)
@@ -282,10 +325,12 @@ class PromptService:
                 attempts.append({"provider": provider, "status": "succeeded",
                                  "model": answer.model, "calls": answer.calls,
                                  "repaired": answer.repaired,
+                                 "translation": answer.translation is not None,
                                  "seconds": round(time.perf_counter() - started, 4)})
-                return Outcome(answer.expansions, provider, attempts, answer.usage)
+                return Outcome(answer.expansions, provider, attempts, answer.usage,
+                               answer.translation)
         started = time.perf_counter()
-        expansions = self._local(idea, style, count, seed, sampling)
+        expansions = self._local(local_idea or idea, style, count, seed, sampling)
         attempts.append({"provider": LOCAL, "status": "succeeded",
                          "seconds": round(time.perf_counter() - started, 4)})
         return Outcome(expansions, LOCAL, attempts)
@@ -317,6 +362,7 @@ class PromptService:
         on an LLM; an unknown style is a 422."""
         preset = self.styles.get(style) if style else None
         out = PreparedPrompt(typed=prompt, prompt=prompt, negative_prompt=negative_prompt)
+        tr: Translation | None = None
         if translate:
             tr = self._translate(prompt, None, True)
             out.notes["language_detected"] = tr.source_language
@@ -324,9 +370,18 @@ class PromptService:
                 out.translated = out.prompt = tr.text
                 out.notes["translator"] = tr.translator
         if expand:
-            outcome = self.run_expanders(out.prompt, style=preset, count=1, seed=seed,
-                                         provider=self.settings.prompt_provider,
-                                         sampling=SamplingOptions())
+            provider = self.settings.prompt_provider
+            llm_translates = tr is not None and provider != LOCAL and tr.source_language != "en"
+            outcome = self.run_expanders(prompt if llm_translates else out.prompt,
+                                         style=preset, count=1, seed=seed, provider=provider,
+                                         sampling=SamplingOptions(), local_idea=out.prompt)
+            llm = llm_translation(prompt, tr, outcome) if llm_translates and tr else None
+            if llm is not None:  # the LLM's translation replaces the offline one
+                if tr is not None and tr.translated:
+                    out.notes["offline_translation"] = {"translator": tr.translator,
+                                                        "text": tr.text}
+                out.translated = llm.text
+                out.notes["translator"] = llm.translator
             first = outcome.expansions[0]
             out.expanded = out.prompt = first.prompt
             if not negative_prompt.strip():

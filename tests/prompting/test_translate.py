@@ -1,4 +1,5 @@
-"""Kiosk wish translation: language detection, the offline glossary, and the fallback chain
+"""Kiosk wish translation: language detection, the offline glossary (kiosk phrasing,
+inflections, verbs, compounds that must and must not be split), and the fallback chain
 against a real (fake) LibreTranslate server on 127.0.0.1."""
 
 from __future__ import annotations
@@ -194,3 +195,127 @@ def test_offline_chain_has_no_online_translator():
     assert [t.name for t in chain.translators][-1] == "glossary"
     assert all(t.name not in ("libretranslate", "google") for t in chain.translators)
     assert build_chain(online=True, libretranslate_url=None).translators[0].name == "google"
+
+
+# --------------------------------------------------------------------------- kiosk phrasing
+
+ISSUE_EXAMPLES = {
+    # the two wishes of the issue: German words were left in the offline translation
+    "Hier soll ein Windpark entstehen": "a wind farm should be created here",
+    "Mehr Grünflächen statt Beton": "more green spaces instead of concrete",
+}
+
+
+@pytest.mark.parametrize("wish, english", ISSUE_EXAMPLES.items())
+def test_the_issue_examples_leave_no_german_word(wish, english):
+    result = build_chain(online=False).translate(wish)
+    assert result.translated and result.translator == "glossary"
+    assert result.text == english
+    left = {w.casefold() for w in wish.split()} & {w.casefold() for w in english.split()}
+    assert not left - {"park"}
+
+
+@pytest.mark.parametrize("wish, english", [
+    # modal + verb group at the end: the verb moves next to its modal
+    ("Hier sollen Windräder gebaut werden", "wind turbines should be built here"),
+    ("Die Autobahn soll durch einen Wald ersetzt werden",
+     "the motorway should be replaced by a forest"),
+    ("Die Fabrik soll abgerissen werden und ein Park entstehen",
+     "the factory should be demolished and a park should be created"),
+    ("Das Rathaus soll ein Gründach bekommen", "the town hall should get a green roof"),
+    ("Die Altstadt soll autofrei werden", "the old town should become car-free"),
+    ("Die Kohlekraftwerke sollen verschwinden", "the coal power plants should disappear"),
+    ("Statt des Parkplatzes soll ein Park entstehen",
+     "a park should be created instead of the car park"),
+    ("Die Straße soll in einen Kanal verwandelt werden",
+     "the street should be turned into a canal"),
+    ("hier soll ein see hin", "a lake should go here"),
+    # subordinate clauses, imperatives and bare infinitives
+    ("Ich möchte, dass hier ein See entsteht", "a lake is created here"),
+    ("Es wäre schön, wenn hier Kühe grasen würden", "cows would graze here"),
+    ("Ersetze die Straße durch einen Kanal", "replace the street with a canal"),
+    ("Mehr Bäume am Fluss pflanzen", "plant more trees by the river"),
+    # questions about eras, "no more", "years ago", "as a"
+    ("Wie sah Olpe im Mittelalter aus?", "what Olpe looked like in the Middle Ages?"),
+    ("Wie sah es hier in der Steinzeit aus", "what it looked like here in the Stone Age"),
+    ("Wie würde Olpe als Großstadt aussehen?", "what Olpe would look like as a big city?"),
+    ("Kein Verkehr mehr in der Innenstadt", "no more traffic in the city center"),
+    ("Bergbau im Sauerland wie vor hundert Jahren",
+     "mining in the Sauerland like a hundred years ago"),
+    ("Olpe als Hafenstadt am Meer", "Olpe as a port city by the sea"),
+    ("Ein Windpark auf den Hügeln des Sauerlands",
+     "a wind farm on the hills of the Sauerland"),
+    ("Ein Moor zum Schutz des Klimas", "a moor to the protection of the climate"),
+])
+def test_kiosk_phrasing_comes_out_in_english_order(wish, english):
+    assert GlossaryTranslator().translate(wish, "de", "en") == english
+
+
+@pytest.mark.parametrize("wish, english", [
+    # inflections: plural, dative, umlaut plurals, adjective endings, spelling without umlauts
+    ("Windräder", "wind turbines"),
+    ("Windraeder", "wind turbines"),
+    ("auf den Dächern", "on the roofs"),
+    ("Gruenflaechen", "green spaces"),
+    ("GRÜNFLÄCHEN", "green spaces"),
+    ("Gruenes Dach", "green roof"),
+    ("ein mittelalterlicher Marktplatz", "a medieval market square"),
+    ("ein Schloss mit großem Garten", "a palace with big garden"),
+    ("mit Fachwerkhäusern", "with half-timbered houses"),
+    ("Spielplätze für Kinder", "playgrounds for children"),
+    ("Wiesen statt Maisfelder", "meadows instead of cornfields"),
+    ("eine stillgelegte Bahnstrecke", "a disused railway line"),
+    ("Mehr Radwege und weniger Parkplätze", "more cycle paths and fewer car parks"),
+])
+def test_inflected_forms(wish, english):
+    assert GlossaryTranslator().translate(wish, "de", "en") == english
+
+
+@pytest.mark.parametrize("form, english", [
+    ("entsteht", "is created"), ("entstanden", "created"), ("gebaut", "built"),
+    ("gepflanzt", "planted"), ("abgerissen", "demolished"), ("ersetzt", "replaced"),
+    ("verwandelt", "turned"), ("renaturiert", "restored to nature"),
+    ("errichtet", "built"), ("überflutet", "flooded"),
+])
+def test_verbs_in_their_forms(form, english):
+    assert GlossaryTranslator().translate(form, "de", "en") == english
+
+
+@pytest.mark.parametrize("word, english", [
+    ("Bergbau", "mining"),  # not mountain + construction
+    ("Rathaus", "town hall"),  # not council + house
+    ("Bergbaumuseum", "mining museum"),  # the longer listed part wins
+    ("Rathausplatz", "town hall square"),
+    ("Bahnhof", "railway station"),
+    ("Windpark", "wind farm"),
+    ("im Sauerland", "in the Sauerland"),  # not sour + land
+])
+def test_listed_words_are_not_split_wrongly(word, english):
+    assert GlossaryTranslator().translate(word, "de", "en") == english
+
+
+def test_unknown_place_names_are_neither_split_nor_translated():
+    glossary = GlossaryTranslator()
+    assert glossary.translate("ein See bei Kirchveischede", "de", "en") == \
+        "a lake near Kirchveischede"
+    assert glossary.translate("Radweg nach Attendorn", "de", "en") == "cycle path to Attendorn"
+    assert glossary.split_compound("Kirchveischede") is None
+
+
+def test_detection_still_tells_english_from_german_with_the_larger_glossary():
+    for text in ("a wind farm on the hills", "solar park near the lake", "a tram in Olpe",
+                 "more green spaces instead of concrete"):
+        assert detect_language(text) == "en", text
+    for text in ("Hier soll ein Windpark entstehen", "Gruenflaechen statt Beton",
+                 "Olpe in hundert Jahren", "Windraeder auf dem Berg"):
+        assert detect_language(text) == "de", text
+
+
+def test_the_glossary_never_raises_on_odd_input():
+    glossary = GlossaryTranslator()
+    for text in ("wie sah", "wie sah aus", "kein mehr", "vor", "soll werden hin", "des des",
+                 "und und", ",,,", "dass", "als", "nach", "1. 2. 3.", "- Burg -"):
+        try:
+            glossary.translate(text, "de", "en")
+        except TranslatorUnavailable:
+            pass
