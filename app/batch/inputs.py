@@ -104,7 +104,8 @@ _KINDS = {_text: "text", _integer: "a whole number", _number: "a number",
           _flag: "true or false", _loras: 'LoRAs (JSON, or "NAME:WEIGHT, NAME")'}
 NOTE_FIELDS = ("title", "description", "metatags")
 # What a `bildwerk prompts` JSON line carries besides the prompt: about the expansion.
-_EXPANSION_FIELDS = {"scene", "language_detected", "translated_text", "provider", "seed",
+_EXPANSION_FIELDS = {"scene", "language_detected", "translated_text", "translator",
+                     "provider", "seed",
                      "style", "truncated", "params"}
 _SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".txt": "txt"}
 

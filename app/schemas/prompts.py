@@ -79,6 +79,9 @@ class ExpandedPrompt(BaseModel):
     language_detected: str = Field(..., description="'de', 'en', ... or 'unknown'.")
     translated_text: str | None = Field(
         ..., description="The English text that was expanded; null when nothing was translated.")
+    translator: str | None = Field(
+        None, description="Who translated it: glossary (offline), argos, libretranslate, "
+        "google, or openai / gemini when the LLM expander's own translation was used.")
     provider: str = Field(..., description="Who wrote this prompt: local, openai or gemini.")
     seed: int
     style: str | None = None

@@ -283,6 +283,8 @@ class PromptService:
             "prompt": data["prompt"], "negative_prompt": data["negative_prompt"],
             "language_detected": result.translation.source_language,
             "translated_text": result.english if result.translation.translated else None,
+            "translator": result.translation.translator if result.translation.translated
+            else None,
             "provider": data["provider"], "seed": data["seed"], "style": data["style"],
             "truncated": data["truncated"], "params": data["params"],
         }

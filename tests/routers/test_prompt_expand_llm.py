@@ -198,6 +198,7 @@ def test_the_llm_translation_is_the_translated_wish_and_is_recorded(make_client)
     assert out["provider"] == "openai"
     for p in out["prompts"]:
         assert p["translated_text"] == LLM_ENGLISH and p["language_detected"] == "de"
+        assert p["translator"] == "openai"
         assert p["prompt"].startswith("a wind farm, aerial view")
     assert out["attempts"][0]["translation"] is True
     record = client.get(f"/records/{out['record_id']}").json()
@@ -244,6 +245,7 @@ def test_a_failing_llm_leaves_the_offline_translation_to_the_local_expander(make
     assert calls[0]["body"]["messages"][-1]["content"].startswith(f"Wish: {KIOSK_WISH}\n")
     (p,) = out["prompts"]
     assert p["translated_text"] == "a wind farm should be created here"
+    assert p["translator"] == "glossary"
     assert p["prompt"].startswith("a wind farm should be created here")  # not the German
     record = client.get(f"/records/{out['record_id']}").json()
     assert record["result"]["translations"][0]["translator"] == "glossary"
