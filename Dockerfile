@@ -22,13 +22,19 @@ COPY requirements ./requirements
 RUN pip install --upgrade pip \
  && pip install --no-deps --require-hashes -r requirements/runtime.txt
 ARG TORCH_VERSION=2.13.0
+ARG TORCHVISION_VERSION=0.28.0
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cu128
-RUN pip install "torch==${TORCH_VERSION}" --index-url $TORCH_INDEX
+# torchvision (which spandrel, the upscaler loader, declares) must match torch's build
+RUN pip install "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
+      --index-url $TORCH_INDEX
 
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY training ./training
 RUN pip install --no-deps . && pip check
+# The kiosk's visitor page (BILDWERK_KIOSK_PAGE=true serves it at /kiosk/): static files,
+# read from clients/kiosk under the working directory (a wheel does not carry them).
+COPY clients/kiosk ./clients/kiosk
 
 RUN useradd --create-home --uid 10001 bildwerk \
  && mkdir -p /data /models && chown bildwerk:bildwerk /data /models

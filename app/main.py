@@ -148,6 +148,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # refresh-*, any key for the catalogues); its errors (and the gate's) in A1111's shape.
     app.include_router(a1111_router(guard), dependencies=any_key)
     app.state.error_dialects.add(a1111_errors.PREFIX, a1111_errors.render)
+    from app.routers import kiosk_page  # the visitor page at /kiosk/ (BILDWERK_KIOSK_PAGE)
+    app.include_router(kiosk_page.router)  # public, static; 404 while the setting is off
     app.add_middleware(RequestGate, settings=settings)  # auth, size, time, JSON shape
     app.add_middleware(ControlCharGuard)
     install_cors(app, settings)  # outermost, so every answer carries the CORS headers

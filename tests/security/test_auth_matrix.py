@@ -47,6 +47,9 @@ POLICY: dict[tuple[str, str], str] = {
     ("GET", "/docs"): "public",
     ("GET", "/openapi.json"): "public",
     ("GET", "/docs-assets/*"): "public",
+    # the kiosk's visitor page (app/routers/kiosk_page.py): static, 404 unless turned on
+    **{("GET", p): "public" for p in ("/kiosk", "/kiosk/", "/kiosk/config.json",
+                                       "/kiosk/map", "/kiosk/{name}")},
     # AUTOMATIC1111's API (app/compat/a1111/routes.py); its errors in A1111's shape
     **{("POST", f"/sdapi/v1/{p}"): "generate" for p in (
         "txt2img", "img2img", "extra-single-image", "interrupt", "skip", "options")},
@@ -75,7 +78,7 @@ ALLOWED = {  # policy -> the callers let in
 }
 PARAMS = {"job_id": "00000000-0000-4000-8000-000000000000",
           "record_id": "00000000-0000-4000-8000-000000000000",
-          "sha256": "0" * 64, "model_id": "no-such-model"}
+          "sha256": "0" * 64, "model_id": "no-such-model", "name": "kiosk.js"}
 
 
 def app_routes(app) -> set[tuple[str, str]]:
