@@ -15,7 +15,8 @@ In this order, each step answering with the one error envelope when it refuses:
    entries per list/object, values in all; 422 ``invalid_input`` naming the field), on a
    worker thread, before ``json.loads`` or pydantic builds a single object.
 
-The body read here is handed on unchanged; later reads of the connection (a client
+The body read here is handed on unchanged (but for the kiosk's hand-written JSON, see
+:mod:`app.compat.kiosk_body`); later reads of the connection (a client
 disconnecting during a long request) pass through.
 """
 
@@ -27,9 +28,11 @@ import time
 from anyio import to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.compat.kiosk_body import repair_kiosk_body
 from app.config import Settings
 from app.errors import (
     BildwerkError,
+    InvalidJson,
     PayloadTooLarge,
     RequestTimeout,
     dialect_of,
@@ -46,6 +49,9 @@ IMAGE_BODY_PATHS = frozenset({
     "/sdapi/v1/txt2img", "/sdapi/v1/img2img", "/sdapi/v1/extra-single-image",
     "/sdapi/v1/png-info",
     "/v1/images/edits", "/v1/images/variations"})
+
+
+KIOSK_PATHS = frozenset({"/inpainting/", "/inpainting"})
 
 
 class _ClientGone(Exception):
@@ -72,13 +78,28 @@ class RequestGate:
                 raise _too_large(cap, scope["path"])
             body = await self._read(receive, cap, scope["path"])
             if body and _is_json(scope):
-                await to_thread.run_sync(check_json_shape, body, self.shape)
+                body = await to_thread.run_sync(self._checked_json, scope, body)
         except BildwerkError as exc:
             await domain_response(exc, dialect_of(scope))(scope, receive, send)
             return
         except _ClientGone:
             return
         await self.app(scope, _replay(body, receive), send)
+
+    def _checked_json(self, scope: Scope, body: bytes) -> bytes:
+        """The body once its JSON shape is checked; the kiosk's hand-written body with a
+        quote or line break in the wish is read back into valid JSON (and noted on
+        ``request.state.kiosk_body_repaired``)."""
+        try:
+            check_json_shape(body, self.shape)
+            return body
+        except InvalidJson:
+            repaired = repair_kiosk_body(body) if scope["path"] in KIOSK_PATHS else None
+            if repaired is None:
+                raise
+        check_json_shape(repaired, self.shape)
+        scope.setdefault("state", {})["kiosk_body_repaired"] = True
+        return repaired
 
     def cap_for(self, path: str) -> int:
         if path in IMAGE_BODY_PATHS:

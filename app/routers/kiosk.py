@@ -43,10 +43,12 @@ async def kiosk_inpainting(body: Annotated[KioskInpaintRequest,
     Where the original server was forgiving, so is this route (`/inpaint` stays strict):
     unknown fields are ignored; a mask of another size is resized to the image (nearest)
     and the record notes it; an empty mask (`""`, or nothing painted) answers the image
-    unchanged. The image may be larger than a model's limit (up to
+    unchanged; a wish with a quote or line break in the backend's hand-written (unescaped)
+    JSON is read back by its fixed field order. The image may be larger than a model's limit (up to
     `BILDWERK_MAX_INPUT_SIDE`, 8192 px): only the crop around the painting is processed."""
     loop = asyncio.get_running_loop()
-    answer = await run_in_threadpool(kiosk.accept, body, loop, client)
+    repaired = bool(getattr(http_request.state, "kiosk_body_repaired", False))
+    answer = await run_in_threadpool(kiosk.accept, body, loop, client, repaired)
     headers = {"X-Bildwerk-Record-Id": answer.record_id}
     if answer.png is not None:
         return Response(answer.png, media_type="image/png", headers=headers)

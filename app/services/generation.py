@@ -27,12 +27,15 @@ class GenerationService:
 
     def accept_inpaint(self, req: InpaintRequest, loop: asyncio.AbstractEventLoop,
                        client: dict | None = None, endpoint: str = "inpaint",
-                       previews: int = 0, legacy: bool = False) -> Accepted:
+                       previews: int = 0, legacy: bool = False,
+                       notes: tuple[str, ...] = ()) -> Accepted:
         """``legacy``: the kiosk's /inpainting/ (a mask of another size is resized; an
-        empty one raises :class:`~app.services.planning.NothingToChange`)."""
+        empty one raises :class:`~app.services.planning.NothingToChange`); ``notes`` go on
+        the record's ``params.notes``."""
         return self.admission.admit(
             endpoint, req, client,
-            lambda: self.planner.inpaint(req, client, endpoint, legacy=legacy), loop, previews)
+            lambda: self.planner.inpaint(req, client, endpoint, legacy=legacy, notes=notes),
+            loop, previews)
 
     def accept_img2img(self, req: Img2ImgRequest, loop: asyncio.AbstractEventLoop,
                        client: dict | None = None, endpoint: str = "img2img",

@@ -4,7 +4,9 @@ server where it was more forgiving than ``/inpaint``:
 - unknown body fields are ignored (the schema, :class:`KioskInpaintRequest`);
 - a mask of another size than the image is resized to it (nearest), and the record says so;
 - an empty mask (an empty string, or nothing painted) answers the image unchanged, with a
-  ``succeeded`` record whose output is that image.
+  ``succeeded`` record whose output is that image;
+- a wish with a quote or line break, which the backend's hand-written JSON cannot carry,
+  is read back by the request gate (:mod:`app.compat.kiosk_body`).
 
 Everything else is ``/inpaint``'s: the painted region is cropped with padding, generated
 at the model's resolution and pasted back; the wish is translated first.
@@ -26,6 +28,8 @@ from app.services.admission import Accepted
 from app.services.generation import GenerationService
 from app.services.planning import NothingToChange
 
+REPAIRED_NOTE = ("the body was not valid JSON (the kiosk backend writes it without escaping "
+                 "the wish); its fields were read back in their fixed order")
 UNCHANGED_NOTE = ("the mask marks no pixel to change: the image is answered unchanged, as "
                   "the kiosk's original server did")
 
@@ -62,17 +66,20 @@ class KioskService:
                               else body.guidance_scale, inpaint_area="masked")
 
     def accept(self, body: KioskInpaintRequest, loop: asyncio.AbstractEventLoop,
-               client: dict | None) -> KioskAnswer:
+               client: dict | None, repaired: bool = False) -> KioskAnswer:
+        """``repaired``: the body was the backend's hand-written JSON, read back
+        (:mod:`app.compat.kiosk_body`); the record says so."""
         request = self.inpaint_request(body)
+        notes = (REPAIRED_NOTE,) if repaired else ()
         try:
             accepted = self.generation.accept_inpaint(request, loop, client, "inpainting",
-                                                      legacy=True)
+                                                      legacy=True, notes=notes)
         except NothingToChange as nothing:
-            return self._unchanged(request, client, nothing)
+            return self._unchanged(request, client, nothing, notes)
         return KioskAnswer(record_id=accepted.record_id, accepted=accepted)
 
     def _unchanged(self, request: InpaintRequest, client: dict | None,
-                   nothing: NothingToChange) -> KioskAnswer:
+                   nothing: NothingToChange, notes: tuple[str, ...]) -> KioskAnswer:
         image = nothing.image
         png = image.raw if image.format == "PNG" else encode_plain_png(image.image)
         record_id = str(uuid.uuid4())
@@ -85,7 +92,8 @@ class KioskService:
             id=record_id, job_id=str(uuid.uuid4()), endpoint="inpainting",
             provider=request.provider or "local", model=request.model, prompt=request.prompt,
             negative_prompt=request.negative_prompt,
-            params={"guidance_scale": request.guidance_scale, "notes": [UNCHANGED_NOTE]},
+            params={"guidance_scale": request.guidance_scale,
+                    "notes": [*notes, UNCHANGED_NOTE]},
             client=client, **uploads))
         self.records.finish(record_id, status="succeeded", outputs=[output])
         return KioskAnswer(record_id=record_id, png=png)

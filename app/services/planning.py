@@ -81,7 +81,8 @@ class Planner:
                                      prepared, client, uploads=())
 
     def inpaint(self, req: InpaintRequest, client: dict | None,
-                endpoint: str = "inpaint", legacy: bool = False) -> JobPlan:
+                endpoint: str = "inpaint", legacy: bool = False,
+                notes: tuple[str, ...] = ()) -> JobPlan:
         """``legacy``: the kiosk's /inpainting/, as its original server behaved: a mask of
         another size is resized to the image (nearest) and the record notes it; an empty
         mask (an empty string, or nothing painted) raises :class:`NothingToChange`."""
@@ -89,7 +90,8 @@ class Planner:
         req = self.prompts.with_style_params(req)
         chain, entry, choice, remote_model = self._providers(req, "inpaint")
         image = self.check.image(req.image, "image", client)
-        mask_in, mask, notes = self._inpaint_mask(req, image, client, legacy)
+        mask_in, mask, mask_notes = self._inpaint_mask(req, image, client, legacy)
+        notes = [*notes, *mask_notes]
         width, height = self._inpaint_size(req, entry, image)
         self.check.size(width, height, req.num_images)
         self.check.strength(req.steps, req.strength)

@@ -5,6 +5,7 @@ Every request, refused ones too, leaves a record."""
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -185,3 +186,38 @@ def test_invalid_json_is_a_400_that_says_where(client, body, where):
     error = r.json()["error"]
     assert error["code"] == "invalid_json" and error["param"] is None
     assert error["message"].startswith("body is not valid JSON: ") and where in error["message"]
+
+
+def hand_written(prompt: str, image: str, mask: str, model: int | None = None) -> bytes:
+    """The kiosk backend's body, formatted as a string without escaping, as its Java
+    services do (PromptingService; AiChatUnityService adds model and guidance_scale)."""
+    body = '{"prompt":"' + prompt + '","image":"' + image + '","mask":"' + mask + '"'
+    if model is not None:
+        body += f',"model":{model},"guidance_scale":7'
+    return (body + "}").encode()
+
+
+@pytest.mark.parametrize("wish,model", [
+    ('Ein "grüner" Platz statt Parkplatz', None),
+    ("Hier soll ein Windpark entstehen\nund ein See", 0),
+    ('Back\\slash und "Zitat"', 0),
+], ids=["quotes", "line-break", "backslash"])
+def test_the_backends_unescaped_json_is_read_back(client, wish, model):
+    image = scene(*SIZE, seed=6)
+    raw = hand_written(wish, data_url(image), data_url(kiosk_mask(SIZE, BOX)), model)
+    with pytest.raises(ValueError):
+        json.loads(raw)  # what the backend sends is not JSON
+    r = client.post("/inpainting/", content=raw, headers={"content-type": "application/json"})
+    assert_unpainted_unchanged(client, r, image)
+    record = record_of(client, r)
+    assert record["prompt"] == wish
+    assert any("read back" in note for note in record["params"]["notes"])
+
+
+def test_other_invalid_json_on_the_kiosk_route_stays_a_400(client):
+    raw = b'{"prompt":"x","image":"a","mask":"b","extra":"c"'
+    r = client.post("/inpainting/", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+    raw = hand_written('a "quoted" wish', "a", "b")  # the kiosk's shape, but on /inpaint
+    r = client.post("/inpaint", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
