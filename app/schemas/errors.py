@@ -23,8 +23,8 @@ def error_responses(**by_status: str) -> dict:
 
 # Every route can answer these.
 COMMON_ERRORS = error_responses(_422="Invalid input.", _500="Server error.")
-# Routes that read a body: one that cannot be parsed at all (bytes that are not UTF-8
-# JSON, a broken multipart body) is a 400 before validation; invalid JSON text is a 422.
+# Routes that read a body: one that cannot be parsed at all (not JSON, empty, a broken
+# multipart body) is a 400 before validation (``invalid_json`` names line and column).
 BAD_BODY = error_responses(_400="The body could not be parsed.")
 
 _WWW_AUTHENTICATE = {"WWW-Authenticate": {

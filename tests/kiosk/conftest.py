@@ -146,6 +146,9 @@ def open_page(browser, server: Server):
                 route.fulfill(response=response, body=json.dumps(body))
             page.route("**/kiosk/config.json", config)
         page.goto(f"{server.base}/kiosk/")
+        # the attract screen shows while the page still loads its config and map: wait
+        # until it is ready (a tap while loading is ignored)
+        page.wait_for_function("() => document.body.dataset.screen === 'attract'")
         page.get_by_test_id("attract").wait_for(state="visible")
         if start:
             page.get_by_test_id("attract").click()

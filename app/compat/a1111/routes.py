@@ -150,7 +150,8 @@ def build_router(guard: list) -> APIRouter:
         return api.get_options(principal)
 
     @router.post("/options", dependencies=_GENERATE, responses={
-        **_SCOPED, **responses(_404="Unknown checkpoint or VAE.")},
+        **_SCOPED, **responses(_400="The body is not JSON (or is empty).",
+                               _404="Unknown checkpoint or VAE.")},
         summary="Set options (this caller's)")
     def set_options(body: Annotated[dict[str, Any], Body(examples=[{
             "sd_model_checkpoint": "my-sd15.safetensors", "CLIP_stop_at_last_layers": 2}])],
