@@ -228,6 +228,33 @@ class Settings(BaseSettings):
         4096 * 4096, ge=64 * 64, description="Largest upscaled image area.")
     upscale_models_cached: int = Field(2, ge=1, description="Upscaler models kept loaded.")
 
+    # --- blob store (app/persistence/blobs.py) ------------------------------------------
+    blob_store: str | None = Field(
+        None, description="Where inputs and outputs are stored, content-addressed: "
+        "file:///abs/path (a local folder) or s3://bucket/prefix (any S3-compatible store: "
+        "AWS, MinIO, R2, ...; credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+        "AWS_REGION). Default: the folder <data_dir>/blobs.")
+    s3_endpoint_url: str | None = Field(
+        None, description="The S3 endpoint for s3:// blob stores other than AWS, e.g. "
+        "http://127.0.0.1:9000 (MinIO).")
+
+    # --- webhooks (app/webhooks/) --------------------------------------------------------
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Hosts a webhook may point to although they are "
+        "private or loopback addresses (comma-separated, e.g. 127.0.0.1,hooks.internal). "
+        "Every other private, loopback or link-local address is refused.")
+    webhook_timeout_s: float = Field(10.0, gt=0, description="Per delivery attempt.")
+    webhook_max_attempts: int = Field(6, ge=1, le=20, description="Attempts per delivery "
+                                      "(exponential backoff between them).")
+    webhook_backoff_s: float = Field(1.0, gt=0, description="The first retry's delay; each "
+                                     "further one doubles it.")
+
+    # --- observability (app/observability/) ----------------------------------------------
+    metrics: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto", description="json: one JSON object per line (job_id and record_id on a "
+        "job's lines); text: human-readable; auto: text on a terminal, else json.")
+
     # --- embedded default model ---------------------------------------------------------
     embedded_model_id: str = "bildwerk-micro"
 
@@ -235,6 +262,16 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("webhook_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip().lower() for part in text.split(",") if part.strip()]
+        return value
 
     @field_validator("loopback_scopes", mode="before")
     @classmethod
