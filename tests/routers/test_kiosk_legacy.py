@@ -73,6 +73,8 @@ def test_the_native_route_stays_strict_about_unknown_fields(client):
     assert r.status_code == 422 and r.json()["error"]["param"] == "realism"
 
 
+# image handling, not storage: SQLite alone (the records are checked on both elsewhere)
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("side", [1843, 2112])
 def test_maps_of_wide_screens_are_accepted_and_only_the_crop_is_processed(client, side):
     """96vw of a 1920-wide screen is 1843 px, of a 2560-wide one 2458 px: above the
@@ -197,6 +199,8 @@ def hand_written(prompt: str, image: str, mask: str, model: int | None = None) -
     return (body + "}").encode()
 
 
+# image handling, not storage: SQLite alone (the records are checked on both elsewhere)
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("wish,model", [
     ('Ein "grüner" Platz statt Parkplatz', None),
     ("Hier soll ein Windpark entstehen\nund ein See", 0),
