@@ -41,7 +41,8 @@ from typing import Any
 from app.config import Settings
 from app.jobs.job import Job, JobFailure
 from app.jobs.queue import JobQueue
-from app.persistence.blobs import sweep_temp_files
+from app.persistence.blob_stores import local_blobs_root
+from app.persistence.blobs import BlobStore, sweep_temp_files
 from app.persistence.records import RecordFilter, RecordRepository
 
 log = logging.getLogger("bildwerk.lifecycle")
@@ -60,26 +61,35 @@ class RecoveryReport:
     missing_blobs: dict[str, list[str]] = field(default_factory=dict)  # record -> blobs
 
 
-def recover_after_restart(settings: Settings, records: RecordRepository) -> RecoveryReport:
+def recover_after_restart(settings: Settings, records: RecordRepository,
+                          blobs: BlobStore | None = None) -> RecoveryReport:
     """Clean up after a process that did not stop gracefully (``kill -9``, power loss).
-    Cheap: only temp-file patterns and the records left queued/running are looked at."""
+    Cheap: only temp-file patterns and the records left queued/running are looked at.
+    ``blobs``: the configured store (a folder or a bucket); default: the folder
+    ``<data_dir>/blobs``."""
     report = RecoveryReport(temp_files_removed=_sweep_temp(settings))
-    blobs_root = settings.blobs_dir
+    root = local_blobs_root(settings)
+
+    def stored(sha: str) -> bool:
+        if blobs is not None:
+            return blobs.exists(sha)
+        return root is not None and (root / sha[:2].lower() / sha.lower()).is_file()
+
+    where = settings.blob_store or settings.blobs_dir
     for status in ("queued", "running"):
         offset = 0
         while True:
             rows, total = records.list(RecordFilter(status=status, limit=500, offset=offset))
             report.unfinished += len(rows)
             for row in rows:
-                missing = [sha for sha in _blob_refs(row)
-                           if not (blobs_root / sha[:2].lower() / sha.lower()).is_file()]
+                missing = [sha for sha in _blob_refs(row) if not stored(sha)]
                 if missing:
                     report.missing_blobs[row.id] = missing
             offset += len(rows)
             if not rows or offset >= total:
                 break
     for record_id, missing in report.missing_blobs.items():
-        log.error("record %s names blob(s) missing from %s: %s", record_id, blobs_root,
+        log.error("record %s names blob(s) missing from %s: %s", record_id, where,
                   ", ".join(missing))
         records.finish(record_id, status="interrupted", error_code="blob_missing",
                        error_message=f"{INTERRUPTED_MESSAGE}, and its blob(s) "
@@ -97,7 +107,8 @@ def _blob_refs(row: Any) -> list[str]:
 
 
 def _sweep_temp(settings: Settings) -> int:
-    removed = sweep_temp_files(settings.blobs_dir) if settings.blobs_dir.is_dir() else 0
+    root = local_blobs_root(settings)  # a bucket has no temp files of ours
+    removed = sweep_temp_files(root) if root is not None and root.is_dir() else 0
     leftovers: list[Path] = []
     if settings.embedded_dir.is_dir():  # app/pipelines/embedded.py builds in .building-*
         leftovers += settings.embedded_dir.glob(".building-*")

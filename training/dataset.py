@@ -16,11 +16,13 @@ visitor's prompt) gets a leading ``'`` (:func:`app.csv_cells.safe_cell`; numbers
 numbers). :func:`read_metadata` and the trainer remove that quote again; JSON Lines keep
 the exact text.
 
-Images are read from the blob store's files (``<blobs_dir>/<sha[:2]>/<sha>``); the server
-need not run. A record whose blobs are missing (or do not match their hash) is skipped
-and counted. The set is built in a temporary folder next to ``out`` and renamed into
-place, so ``out`` is either the old set or the whole new one, never half of one; a
-non-empty ``out`` is only replaced with ``overwrite=True``.
+Images are read from the blob store's files (``<blobs_dir>/<sha[:2]>/<sha>``), or, when
+``blobs_dir`` is a store URL (``file:///…``, ``s3://bucket/prefix``), through that store
+(app/persistence/blob_stores.py); the server need not run. A record whose blobs are
+missing (or do not match their hash) is skipped and counted. The set is built in a
+temporary folder next to ``out`` and renamed into place, so ``out`` is either the old set
+or the whole new one, never half of one; a non-empty ``out`` is only replaced with
+``overwrite=True``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from PIL import Image
 
@@ -76,9 +78,10 @@ class DatasetError(ValueError):
 
 def export_records(
     db_url: str,
-    blobs_dir: Path,
+    blobs_dir: Path | str,
     out: Path,
     *,
+    s3_endpoint_url: str | None = None,
     endpoint: str | None = None,
     min_rating: int | None = None,
     flags: list[str] | None = None,
@@ -100,8 +103,11 @@ def export_records(
     ``exclude_flags``: none of them (default: leave out records flagged ``exclude``).
     ``since``/``until`` compare ``created_at`` (a time without a zone is UTC). ``status``
     ``any`` (or empty) takes every status. ``limit``: read at most this many records.
+    ``blobs_dir``: the blob folder, or a blob store URL (``s3_endpoint_url`` for an
+    S3-compatible server other than AWS).
     """
-    out, blobs_dir = Path(out), Path(blobs_dir)
+    out = Path(out)
+    blobs_dir = _blob_source(blobs_dir, s3_endpoint_url)
     _check_format(fmt)
     wanted = tuple(_checked_flags(flags, "flags"))
     unwanted = tuple(_checked_flags(exclude_flags, "exclude_flags"))
@@ -109,7 +115,7 @@ def export_records(
         raise DatasetError("min_rating must be between 1 and 5")
     if limit is not None and limit < 1:
         raise DatasetError("limit must be at least 1")
-    _check_target(out, overwrite, sources=[blobs_dir])
+    _check_target(out, overwrite, sources=[blobs_dir] if isinstance(blobs_dir, Path) else [])
     endpoints = tuple(e.strip() for e in (endpoint or "").split(",") if e.strip())
     flt = RecordFilter(
         endpoints=endpoints, status=None if status in ("", "any") else status, since=since,
@@ -184,7 +190,7 @@ def read_metadata(path: Path) -> list[dict]:
 
 
 # -- records ----------------------------------------------------------------------------
-def _export_record(record: RecordRow, blobs_dir: Path, tmp: Path,
+def _export_record(record: RecordRow, blobs_dir: Path | Any, tmp: Path,
                    include_masks: bool) -> list[dict] | None:
     """Write one record's files; its rows, or None when a blob is missing (nothing of it
     is written then)."""
@@ -218,7 +224,7 @@ def _export_record(record: RecordRow, blobs_dir: Path, tmp: Path,
     return rows
 
 
-def _inpaint_files(record: RecordRow, blobs_dir: Path) -> tuple[bytes, bytes] | None:
+def _inpaint_files(record: RecordRow, blobs_dir: Path | Any) -> tuple[bytes, bytes] | None:
     """(mask PNG, input PNG) of an inpaint record. The mask is the one applied when the
     record has it, else the one sent, read with the request's mask convention."""
     image_data = _read_blob(blobs_dir, record.input_image_sha256)
@@ -241,13 +247,32 @@ def _inpaint_files(record: RecordRow, blobs_dir: Path) -> tuple[bytes, bytes] | 
     return mask_png, input_png
 
 
-def _read_blob(blobs_dir: Path, sha256: str | None) -> bytes | None:
+def _blob_source(blobs_dir: Path | str, s3_endpoint_url: str | None) -> Path | Any:
+    """A folder stays a ``Path``; a store URL becomes an obstore store (or the folder of a
+    ``file://`` URL)."""
+    if isinstance(blobs_dir, str) and "://" in blobs_dir:
+        from app.persistence.blob_stores import check_reachable, open_store, parse_location
+
+        location = parse_location(blobs_dir, s3_endpoint_url)
+        if location.local_root is not None:
+            return location.local_root
+        check_reachable(location)
+        return open_store(location)
+    return Path(blobs_dir)
+
+
+def _read_blob(blobs_dir: Path | Any, sha256: str | None) -> bytes | None:
     """The blob's bytes, or None when it is missing or its content does not match."""
     if not sha256 or not _SHA256.fullmatch(sha256.lower()):
         return None
     sha256 = sha256.lower()
     try:
-        data = (blobs_dir / sha256[:2] / sha256).read_bytes()
+        if isinstance(blobs_dir, Path):
+            data = (blobs_dir / sha256[:2] / sha256).read_bytes()
+        else:  # an obstore store
+            import obstore
+
+            data = bytes(obstore.get(blobs_dir, f"{sha256[:2]}/{sha256}").bytes())
     except OSError:
         return None
     return data if hashlib.sha256(data).hexdigest() == sha256 else None

@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 
 from app.config import Settings
 from app.errors import DatabaseDamaged, DatabaseMissing
+from app.persistence.blob_stores import local_blobs_root
 from app.persistence.blobs import TEMP_PREFIX
 from app.persistence.database import Database, make_engine
 
@@ -33,9 +34,10 @@ def check_database(settings: Settings) -> None:
     """Raise unless the database may be used: intact, and not a lost one beside old blobs."""
     url = settings.resolved_database_url
     missing = why_uninitialised(url)
-    if missing and blobs_present(settings.blobs_dir):
+    blobs_dir = local_blobs_root(settings)  # a bucket is not looked into here
+    if missing and blobs_dir is not None and blobs_present(blobs_dir):
         raise DatabaseMissing(
-            f"the database {describe(url)} {missing}, but {settings.blobs_dir} holds files of "
+            f"the database {describe(url)} {missing}, but {blobs_dir} holds files of "
             "an earlier install: the database was probably lost or replaced. Bildwerk does "
             "not start on a new, empty database here, because every API key and record would "
             "be gone. Restore the database from a backup (see " + DOCS + "), or, to start "
