@@ -208,6 +208,9 @@ def _cap(method: str, path: str, body):
     """A body (JSON or multipart fields) with its work capped (see above)."""
     if not isinstance(body, dict):
         return body
+    # A generated webhook URL would be resolved (DNS) and, were it public, called: the
+    # webhook checks have their own tests (tests/webhooks), so bodies here carry none.
+    body = {key: value for key, value in body.items() if key != "webhook"}
     fields = _FIELDS.get((method.upper(), path), {})
     capped = {**_fill(path, fields), **{key: _cap_value(key, value, fields.get(key, {}))
                                   for key, value in body.items()}}

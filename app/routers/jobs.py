@@ -1,4 +1,4 @@
-"""GET /jobs/{id}, GET /jobs/{id}/events (SSE), DELETE /jobs/{id}."""
+"""GET /jobs/{id}, GET /jobs/{id}/events (SSE), GET /jobs/{id}/webhooks, DELETE /jobs/{id}."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from sse_starlette import EventSourceResponse
 from app.deps import JobsDep
 from app.schemas.errors import error_responses
 from app.schemas.jobs import JobStatus
+from app.schemas.webhooks import WebhookDeliveries
 from app.security.auth import PrincipalDep
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -66,6 +67,18 @@ async def job_events(job_id: str, request: Request, jobs: JobsDep,
             job.unsubscribe(queue)
 
     return EventSourceResponse(stream(), ping=15)
+
+
+@router.get("/{job_id}/webhooks", response_model=WebhookDeliveries, responses=_NOT_FOUND,
+            summary="A job's webhook deliveries")
+def job_webhooks(job_id: str, request: Request, jobs: JobsDep,
+                 principal: PrincipalDep) -> dict:
+    """Every attempt to deliver the job's webhook events, oldest first: the event, the
+    attempt's number, the receiver's status code or the error, and when. Empty when the
+    request had no `webhook`."""
+    jobs.status(job_id, owner=principal.owner)  # 404: unknown, or another key's job
+    deliveries = request.app.state.services.webhooks.log.of_job(job_id)
+    return {"job_id": job_id, "deliveries": deliveries}
 
 
 @router.delete("/{job_id}", response_model=JobStatus, responses={

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.pipelines.schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
 from app.schemas.base import RequestModel
+from app.schemas.webhooks import WebhookSpec
 
 SchedulerName = Literal[SCHEDULER_NAMES]  # type: ignore[valid-type]
 MAX_SEED = 2**32 - 1
@@ -87,6 +88,9 @@ class GenerationParams(PromptOptions, ModelChoice):
         None, ge=-1, le=MAX_SEED,
         description="Seed of the first image; image i uses seed+i. None or -1 draws one.")
     num_images: int = Field(1, ge=1, le=64, description="Images in the batch.")
+    webhook: WebhookSpec | None = Field(
+        None, description="POST the job's events (started, completed, ...) to this URL, "
+        "signed (Standard Webhooks). See docs/webhooks.md.")
 
     @field_validator("width", "height")
     @classmethod

@@ -15,6 +15,7 @@ from app.schemas.generation import (
     PromptOptions,
     ResultBase,
 )
+from app.schemas.webhooks import WebhookSpec
 
 FloatSchedule = float | list[float] | dict[int, float]
 PackageKind = Literal[PACKAGE_KINDS]  # type: ignore[valid-type]
@@ -58,6 +59,9 @@ class Img2SeqRequest(PromptOptions, ModelChoice):
         "increment", description="fixed: every frame uses seed. increment: frame i uses "
         "seed+i. random: a fresh seed per frame. Every seed is returned and recorded.")
     motion: Motion | None = Field(None, description="Optional 2D motion before each frame.")
+    webhook: WebhookSpec | None = Field(
+        None, description="POST the job's events (started, completed, ...) to this URL, "
+        "signed (Standard Webhooks). See docs/webhooks.md.")
     color_coherence: bool = Field(
         False, description="Match every frame's histogram to the first frame's.")
     width: int | None = Field(None, ge=64, le=4096, multiple_of=8,

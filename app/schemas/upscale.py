@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from app.schemas.base import RequestModel
 from app.schemas.generation import EXAMPLE_IMAGE, BlobRef, ResultBase
+from app.schemas.webhooks import WebhookSpec
 
 
 class UpscaleRequest(RequestModel):
@@ -26,6 +27,9 @@ class UpscaleRequest(RequestModel):
                               description="Exact output width; give width and height, or "
                               "scale, not both.")
     height: int | None = Field(None, ge=1, le=16384, description="Exact output height.")
+    webhook: WebhookSpec | None = Field(
+        None, description="POST the job's events (started, completed, ...) to this URL, "
+        "signed (Standard Webhooks). See docs/webhooks.md.")
 
     @model_validator(mode="after")
     def _one_target(self) -> UpscaleRequest:

@@ -33,12 +33,13 @@ class Accepted:
 
 class Admission:
     def __init__(self, records: RecordRepository, blobs: BlobStore, owners: OwnerLimit,
-                 executor: Executor, rejections: Rejections) -> None:
+                 executor: Executor, rejections: Rejections, webhooks=None) -> None:
         self.records = records
         self.blobs = blobs
         self.owners = owners
         self.executor = executor
         self.rejections = rejections
+        self.webhooks = webhooks  # app.webhooks.sender.WebhookSender: watches started jobs
 
     def admit(self, endpoint: str, request: object, client: dict | None,
               make_plan: Callable[[], JobPlan], loop: asyncio.AbstractEventLoop,
@@ -77,6 +78,8 @@ class Admission:
             raise
         finally:
             self.executor.release(place)
+        if plan.webhook is not None and self.webhooks is not None:
+            self.webhooks.watch(job, plan.webhook)  # never fails the job
         return Accepted(job=job, record_id=record_id)
 
     def _reject(self, record_id: str, plan: JobPlan, exc) -> None:

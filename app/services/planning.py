@@ -36,6 +36,8 @@ from app.services.checks import InputChecks, owner_of
 from app.services.plans import Choice, GenerationWork, JobPlan, SequenceWork, Upload
 from app.services.prompting import PreparedPrompt, PromptService, ScheduledPrompt
 from app.services.sequence_limits import check_package_canvas, check_sequence_work
+from app.webhooks.target import WebhookTarget
+from app.webhooks.validation import check_webhook
 
 
 class NothingToChange(Exception):  # noqa: N818 (an outcome, not an error)
@@ -65,6 +67,7 @@ class Planner:
     # -- txt2img and inpaint ------------------------------------------------------------
     def txt2img(self, req: Txt2ImgRequest, client: dict | None) -> JobPlan:
         self.check.request(req, client)  # prompt lengths, the caller's jobs
+        webhook = self._webhook(req, client)
         req = self.prompts.with_style_params(req)
         chain, entry, choice, remote_model = self._providers(req, "txt2img")
         default = entry.native_resolution if entry else 1024
@@ -78,7 +81,7 @@ class Planner:
                             scheduler=req.scheduler, loras=choice.lora_refs,
                             vae=req.vae, clip_skip=req.clip_skip)
         return self._generation_plan("txt2img", chain, entry, choice, remote_model, args,
-                                     prepared, client, uploads=())
+                                     prepared, client, uploads=(), webhook=webhook)
 
     def inpaint(self, req: InpaintRequest, client: dict | None,
                 endpoint: str = "inpaint", legacy: bool = False,
@@ -87,6 +90,7 @@ class Planner:
         another size is resized to the image (nearest) and the record notes it; an empty
         mask (an empty string, or nothing painted) raises :class:`NothingToChange`."""
         self.check.request(req, client)
+        webhook = self._webhook(req, client)
         req = self.prompts.with_style_params(req)
         chain, entry, choice, remote_model = self._providers(req, "inpaint")
         image = self.check.image(req.image, "image", client)
@@ -107,7 +111,7 @@ class Planner:
         uploads = (Upload("input_image_sha256", image.raw, image.content_type),
                    Upload("mask_sha256", mask_in.raw, mask_in.content_type))
         plan = self._generation_plan(endpoint, chain, entry, choice, remote_model, args,
-                                     prepared, client, uploads)
+                                     prepared, client, uploads, webhook)
         if notes:
             plan.record["params"]["notes"] = notes
         return plan
@@ -136,6 +140,7 @@ class Planner:
     def img2img(self, req: Img2ImgRequest, client: dict | None,
                 endpoint: str = "img2img") -> JobPlan:
         self.check.request(req, client)
+        webhook = self._webhook(req, client)
         req = self.prompts.with_style_params(req)
         chain, entry, choice, remote_model = self._providers(req, "img2img")
         image = self.check.image(req.image, "image", client)
@@ -154,7 +159,12 @@ class Planner:
             strength=req.strength, resize_mode=req.resize_mode)
         uploads = (Upload("input_image_sha256", image.raw, image.content_type),)
         return self._generation_plan(endpoint, chain, entry, choice, remote_model, args,
-                                     prepared, client, uploads)
+                                     prepared, client, uploads, webhook)
+
+    def _webhook(self, req, client: dict | None) -> WebhookTarget | None:
+        """The request's webhook, checked (422 naming ``webhook.url``)."""
+        return check_webhook(getattr(req, "webhook", None), client,
+                             self.settings.webhook_allowed_hosts)
 
     def _providers(self, req: GenerationParams, task: str):
         """Which providers to try, in order, and the local model and choices if any."""
@@ -193,7 +203,8 @@ class Planner:
     def _generation_plan(self, endpoint: str, chain: tuple[str, ...],
                          entry: ModelEntry | None, choice: Choice, remote_model: str | None,
                          args: Txt2ImgInput, prepared: PreparedPrompt, client: dict | None,
-                         uploads: tuple[Upload, ...]) -> JobPlan:
+                         uploads: tuple[Upload, ...],
+                         webhook: WebhookTarget | None = None) -> JobPlan:
         provider = chain[0]
         model = entry.id if provider == LOCAL and entry else remote_model
         work = GenerationWork(endpoint=endpoint, chain=chain, entry=entry, choice=choice,
@@ -201,6 +212,7 @@ class Planner:
                               prompting=prepared.summary())
         return JobPlan(endpoint=endpoint, work=work, seeds=tuple(args.seeds),
                        owner=owner_of(client), remote=LOCAL not in chain, uploads=uploads,
+                       webhook=webhook,
                        record=_record_fields(
                            endpoint=endpoint, provider=provider, model=model,
                            negative_prompt=args.negative_prompt,
@@ -211,6 +223,7 @@ class Planner:
     def img2seq(self, req: Img2SeqRequest, client: dict | None) -> JobPlan:
         settings = self.settings
         self.check.request(req, client)
+        webhook = self._webhook(req, client)
         req = self.prompts.with_style_params(req)
         if "gif" in req.packages and req.fps > 50:
             raise InvalidInput("GIF timing has centisecond steps: fps above 50 plays at 10 "
@@ -257,6 +270,7 @@ class Planner:
                             fps=req.fps, packages=tuple(dict.fromkeys(req.packages)))
         return JobPlan(
             endpoint="img2seq", work=work, seeds=tuple(args.seeds), owner=owner_of(client),
+            webhook=webhook,
             uploads=(Upload("input_image_sha256", image.raw, image.content_type),),
             record=_record_fields(
                 endpoint="img2seq", provider=LOCAL, model=entry.id,

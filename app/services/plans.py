@@ -21,6 +21,7 @@ from app.pipelines.registry import ModelEntry
 from app.pipelines.requests import Img2ImgInput, InpaintInput, Txt2ImgInput
 from app.pipelines.vaes import VaeEntry
 from app.upscaling.catalog import UpscalerEntry
+from app.webhooks.target import WebhookTarget
 
 
 @dataclass(frozen=True)
@@ -96,3 +97,4 @@ class JobPlan:
     remote: bool = False  # runs on the remote providers' queue, not the device's
     uploads: tuple[Upload, ...] = field(default=())
     previews: int = 0  # step previews to make while denoising (app.pipelines.preview)
+    webhook: WebhookTarget | None = None  # where to POST its events (app.webhooks)

@@ -12,6 +12,7 @@ from app.services.plans import JobPlan, Upload, UpscaleWork
 from app.upscaling.catalog import UpscalerCatalog
 from app.upscaling.loading import UpscalerModels
 from app.upscaling.operation import check_upscale_size
+from app.webhooks.validation import check_webhook
 
 BUILTIN_DEFAULT_SCALE = 2.0  # Lanczos/Nearest without scale or size
 
@@ -35,6 +36,8 @@ class UpscaleService:
 
     def plan(self, req, client: dict | None, endpoint: str = "upscale") -> JobPlan:
         self.check.owners.check(owner_of(client))  # may the caller queue another job
+        webhook = check_webhook(getattr(req, "webhook", None), client,
+                                self.settings.webhook_allowed_hosts)
         entry = self.catalog.resolve(req.upscaler)
         image = self.check.image(req.image, "image", client)
         scale = req.scale
@@ -52,7 +55,7 @@ class UpscaleService:
         work = UpscaleWork(upscaler=entry, image=image.image, scale=scale, size=req.size,
                            input_sha256=sha)
         return JobPlan(
-            endpoint=endpoint, work=work, seeds=(), owner=owner_of(client),
+            endpoint=endpoint, work=work, seeds=(), owner=owner_of(client), webhook=webhook,
             uploads=(Upload("input_image_sha256", image.raw, image.content_type),),
             record={"endpoint": endpoint, "provider": "local", "model": entry.name,
                     "prompt": "", "negative_prompt": None, "params": params,
