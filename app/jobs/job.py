@@ -63,6 +63,7 @@ class Job:
     run: Callable[[Job], Any]  # returns the typed result (app.services.runner)
     loop: asyncio.AbstractEventLoop
     owner: str | None = None  # who it counts against (BILDWERK_MAX_QUEUED_PER_KEY)
+    model: str = "unknown"  # the model (or remote provider, upscaler) it runs: metrics label
     status: str = "queued"
     stage: str = "queued"
     step: int = 0

@@ -24,6 +24,8 @@ from app.errors import (
     ShuttingDown,
 )
 from app.jobs.job import Job, JobFailure
+from app.observability import metrics
+from app.observability.logs import bind_job_context, unbind_job_context
 
 log = logging.getLogger("bildwerk.jobs")
 _STOP = object()
@@ -96,6 +98,7 @@ class JobQueue:
                 with self._lock:
                     self._waiting -= 1
                     self._release(job)
+                metrics.job_left_queue(job)
                 interrupted.append(job)
         return interrupted
 
@@ -183,6 +186,7 @@ class JobQueue:
             if job.owner is not None:
                 self._counted.add(job.id)
             self._trim()
+        metrics.job_queued(job)
         self._queue.put(job)
 
     def get(self, job_id: str) -> Job | None:
@@ -199,6 +203,7 @@ class JobQueue:
             with self._lock:
                 self._waiting -= 1
                 self._release(job)
+            metrics.job_left_queue(job)
             if self._on_cancelled is not None:
                 self._on_cancelled(job)
         return job
@@ -215,6 +220,10 @@ class JobQueue:
                     continue  # cancelled or interrupted while waiting; its place was freed
                 self._waiting -= 1
                 self._running = job
+            context = bind_job_context(job)  # job_id, record_id on the job's log lines
+            metrics.job_left_queue(job)
+            metrics.job_running(+1)
+            log.info("job started (%s)", job.endpoint)
             try:
                 result = job.run(job)
                 job.finish("succeeded", result=result)
@@ -232,6 +241,9 @@ class JobQueue:
                 log.exception("job %s crashed", job.id)
                 job.finish("failed", error=JobFailure("internal_error", str(exc), 500))
             finally:
+                metrics.job_running(-1)
+                log.info("job finished: %s", job.status)
+                unbind_job_context(context)
                 with self._lock:
                     self._running = None
                     self._release(job)

@@ -27,6 +27,7 @@ from typing import Literal
 from diffusers import DiffusionPipeline
 
 from app.errors import BildwerkError, InvalidInput, ModelLoadFailed
+from app.observability.metrics import model_loaded
 from app.pipelines.device import Runtime, free_memory
 from app.pipelines.embedded import embedded_description, ensure_embedded_model, is_embedded
 from app.pipelines.families import (
@@ -376,6 +377,7 @@ class ModelRegistry:
             raise ModelLoadFailed(f"model {entry.id!r} failed to load: {exc}",
                                   param="model") from exc
         loaded.load_seconds = time.perf_counter() - started
+        model_loaded(entry.id, loaded.load_seconds)  # the metric, and a log line
         loaded.resident_bytes = pipeline_bytes(loaded.main)
         with self._lock:
             self._loaded[entry.id] = loaded

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from app.jobs.job import Job
 from app.jobs.queue import JobQueue, Slot
+from app.observability.metrics import plan_model
 from app.services.plans import JobPlan
 from app.services.runner import PlanRunner
 
@@ -68,7 +69,7 @@ class LocalExecutor(Executor):
             return self.runner.run(plan, job, accepted_at)
 
         job = Job(id=job_id, record_id=record_id, endpoint=plan.endpoint, run=run, loop=loop,
-                  owner=plan.owner, previews=plan.previews)
+                  owner=plan.owner, previews=plan.previews, model=plan_model(plan))
         place.queue.submit(job, place.slot)
         return job
 

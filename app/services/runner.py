@@ -27,6 +27,7 @@ from app.errors import (
     OutOfMemory,
 )
 from app.jobs.job import Job
+from app.observability import metrics
 from app.persistence.blobs import BlobStore
 from app.persistence.records import OutputImage, RecordRepository
 from app.pipelines.device import free_memory
@@ -122,6 +123,7 @@ class PlanRunner:
         ctx = RunContext(job, accepted_at)
         started = time.perf_counter()
         ctx.timings["queued_s"] = round(started - ctx.accepted_at, 4)
+        metrics.job_started(started - ctx.accepted_at)
         self.records.mark_running(job.record_id)
         job.start_clock(self.settings.job_timeout_s)
         try:
@@ -149,6 +151,7 @@ class PlanRunner:
                 log.exception("job %s failed", job.id)
                 ended = ("failed", GenerationFailed(f"generation failed: {exc}"))
         else:
+            metrics.job_ended(plan, "succeeded", time.perf_counter() - started)
             ctx.timings["total_s"] = round(time.perf_counter() - ctx.accepted_at, 4)
             self.records.finish(job.record_id, status="succeeded", seeds=done.seeds,
                                 timings=ctx.timings, prompt_used=done.prompt_used,
@@ -159,6 +162,7 @@ class PlanRunner:
             return build_result(plan.endpoint, done.fields, "succeeded", ctx.timings)
         # Out of the except block, so the traceback no longer pins activations.
         status, error = ended
+        metrics.job_ended(plan, status, time.perf_counter() - started)
         if isinstance(error, OutOfMemory):
             self.registry.after_oom()  # drop other models and VAEs, give the cache back
             self.upscaler_models.clear()
