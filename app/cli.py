@@ -52,7 +52,13 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to bind."),
     """Start the HTTP server (settings from BILDWERK_* variables and .env)."""
     import uvicorn
 
-    uvicorn.run("app.main:app", host=host, port=port, log_level=log_level)
+    from app.config import Settings
+    from app.observability.logs import configure_logging
+
+    # BILDWERK_LOG_FORMAT: in JSON, uvicorn's lines too (its own text config is skipped)
+    json_logs = configure_logging(Settings().log_format) == "json"
+    uvicorn.run("app.main:app", host=host, port=port, log_level=log_level,
+                **({"log_config": None} if json_logs else {}))
 
 
 @cli.command()
@@ -287,6 +293,24 @@ def revoke_key(key_id: str = typer.Argument(..., metavar="ID", help="The key's i
     typer.echo(f"revoked key {key.id} ({key.name}) at {_when(key.revoked_at)}")
 
 
+@keys_cli.command("webhook-secret")
+def webhook_secret(
+    key_id: str = typer.Argument(..., metavar="ID", help="The key's id (bildwerk keys "
+                                 "list), or `keyless` for requests made without a key."),
+    rotate: bool = typer.Option(False, "--rotate", help="Replace the secret first."),
+) -> None:
+    """Print the secret (whsec_…) that signs the key's webhook deliveries; hand it to the
+    key's owner to verify them (Standard Webhooks). Made on first use."""
+    from app.persistence.records import KEYLESS
+    from app.webhooks.secrets import WebhookSecrets
+
+    with _failing_clearly(), _services() as services:
+        key = None if key_id.strip() == KEYLESS else services.keys.get(key_id.strip()).id
+        store = WebhookSecrets(services.db)
+        secret = store.rotate(key) if rotate else store.secret_for(key)
+    typer.echo(secret)
+
+
 dataset_cli = typer.Typer(help="Build training sets (Hugging Face imagefolder layout).",
                           no_args_is_help=True)
 cli.add_typer(dataset_cli, name="dataset")
@@ -332,7 +356,8 @@ def dataset_export(
             with _services() as services:
                 settings = services.settings
             result = export_records(
-                settings.resolved_database_url, settings.blobs_dir, out, endpoint=endpoint,
+                settings.resolved_database_url, settings.blob_store or settings.blobs_dir,
+                out, s3_endpoint_url=settings.s3_endpoint_url, endpoint=endpoint,
                 min_rating=min_rating, flags=flag, exclude_flags=exclude_flag, since=since,
                 until=until, key_id=key_id, client_host=client_host, status=status,
                 fmt=fmt, include_masks=masks, limit=limit, overwrite=overwrite)
@@ -547,6 +572,57 @@ def _training_base(base: str, settings, models_dir: Path) -> tuple[Path, int | N
         pipe.save_pretrained(tmp, safe_serialization=True)
         tmp.rename(converted)
     return converted, entry.native_resolution
+
+
+# -- blob store (bildwerk blobs migrate) ----------------------------------------------------
+blobs_cli = typer.Typer(help="Manage the blob store (BILDWERK_BLOB_STORE).",
+                        no_args_is_help=True)
+cli.add_typer(blobs_cli, name="blobs")
+
+
+@blobs_cli.command("migrate")
+def blobs_migrate(
+    to: str = typer.Option(..., "--to", help="The target store: s3://bucket/prefix (or "
+                           "file:///abs/path)."),
+    source: str = typer.Option(None, "--from", help="The store to copy from. Default: the "
+                               "folder of BILDWERK_BLOB_STORE when that is a file:// store, "
+                               "else <data_dir>/blobs."),
+    endpoint_url: str = typer.Option(None, "--endpoint-url", help="The S3 endpoint of an "
+                                     "s3:// store. Default: BILDWERK_S3_ENDPOINT_URL."),
+    workers: int = typer.Option(8, min=1, max=64, help="Blobs copied at once."),
+) -> None:
+    """Copy every blob into another store: create-only (what is there is skipped), each
+    copy read back and checked against its sha256. Resumable: run it again after an
+    interruption. The database is not changed; point BILDWERK_BLOB_STORE at the target
+    afterwards. Credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION."""
+    from app.config import Settings
+    from app.persistence.blob_stores import (
+        BlobStoreUnusable,
+        folder_location,
+        migrate,
+        parse_location,
+        settings_location,
+    )
+
+    settings = Settings()
+    endpoint = endpoint_url or settings.s3_endpoint_url
+    with _failing_clearly(BlobStoreUnusable):
+        if source is not None:
+            src = parse_location(source, endpoint)
+        else:
+            configured = settings_location(settings)
+            src = configured if configured.is_local else folder_location(settings.blobs_dir)
+        dst = parse_location(to, endpoint)
+        typer.echo(f"copying blobs from {src.describe()} to {dst.describe()}")
+        report = migrate(src, dst, workers=workers, progress=lambda r: typer.echo(
+            f"  {r.total} blobs: {r.copied} copied, {r.skipped} already there, "
+            f"{len(r.failed)} failed"))
+    for failure in report.failed:
+        typer.echo(f"failed: {failure}", err=True)
+    typer.echo(f"{report.copied} copied, {report.skipped} already there, "
+               f"{len(report.failed)} failed")
+    if report.failed:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -20,6 +20,8 @@ from app.config import Settings
 from app.docs import install_docs
 from app.errors import install_error_handlers
 from app.lifecycle import Lifecycle, recover_after_restart
+from app.observability import metrics as observability_metrics
+from app.observability.logs import configure_logging
 from app.persistence.integrity import check_database
 from app.ratelimit import WorkGuard
 from app.request_gate import RequestGate
@@ -42,6 +44,7 @@ from app.routers import (
     providers as providers_router,
 )
 from app.routers._rejected import record_refused_body
+from app.routers.metrics import install_metrics
 from app.schemas.errors import AUTH_ERRORS, COMMON_ERRORS, UNAUTHORIZED
 from app.security.auth import announce as announce_auth
 from app.security.auth import authenticate, require
@@ -71,6 +74,7 @@ def _quiet_libraries() -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    configure_logging(settings.log_format)  # structlog: JSON lines, or text on a TTY
     _quiet_libraries()
     if settings.torch_threads:
         import torch
@@ -81,7 +85,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     services = app.state.services = build_services(settings)
     await asyncio.to_thread(lambda: services.db)  # migrated
     await asyncio.to_thread(announce_auth, settings, services.keys)  # who may call
-    await asyncio.to_thread(recover_after_restart, settings, services.records)  # temp files
+    await asyncio.to_thread(recover_after_restart, settings, services.records,
+                            services.blobs)  # temp files; the blob store is checked here
     stale = await asyncio.to_thread(services.records.mark_unfinished_interrupted)
     if stale:
         log.warning("marked %d unfinished job(s) from a previous run as interrupted", stale)
@@ -102,7 +107,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await state.lifecycle.shutdown()  # refuse new work, grace period, interrupt the rest
+        if "webhooks" in services.__dict__:  # pending webhook deliveries get the grace too
+            await services.webhooks.aclose(settings.shutdown_grace_s)
         await asyncio.to_thread(services.close)
+        observability_metrics.process_exit()  # multiprocess mode: drop live gauges
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -152,6 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(kiosk_page.router)  # public, static; 404 while the setting is off
     app.add_middleware(RequestGate, settings=settings)  # auth, size, time, JSON shape
     app.add_middleware(ControlCharGuard)
+    install_metrics(app, settings)  # /metrics (admin or loopback), HTTP metrics
     install_cors(app, settings)  # outermost, so every answer carries the CORS headers
     return app
 

@@ -48,7 +48,9 @@ class Services:
 
     @cached_property
     def blobs(self) -> BlobStore:
-        return BlobStore(self.settings.blobs_dir, self.db)
+        """The blob store of BILDWERK_BLOB_STORE (folder or bucket), checked to be
+        reachable: a wrong endpoint, bucket or credentials fail here, at start."""
+        return BlobStore.from_settings(self.settings, self.db)
 
     # -- models -------------------------------------------------------------------------
     @cached_property
@@ -155,7 +157,17 @@ class Services:
         from app.services.rejections import Rejections
 
         return Admission(self.records, self.blobs, self.owners, self.executor,
-                         Rejections(self.records, self.blobs, self.planner.check))
+                         Rejections(self.records, self.blobs, self.planner.check),
+                         webhooks=self.webhooks)
+
+    @cached_property
+    def webhooks(self):
+        """Webhook deliveries (app/webhooks/): secrets, the delivery log, the sender."""
+        from app.webhooks.log import DeliveryLog
+        from app.webhooks.secrets import WebhookSecrets
+        from app.webhooks.sender import WebhookSender
+
+        return WebhookSender(self.settings, WebhookSecrets(self.db), DeliveryLog(self.db))
 
     @cached_property
     def generation(self):

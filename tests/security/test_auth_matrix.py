@@ -26,6 +26,7 @@ POLICY: dict[tuple[str, str], str] = {
     ("POST", "/prompt-expand"): "generate",
     ("GET", "/jobs/{job_id}"): "generate",
     ("GET", "/jobs/{job_id}/events"): "generate",
+    ("GET", "/jobs/{job_id}/webhooks"): "generate",  # own jobs only (admin: any)
     ("DELETE", "/jobs/{job_id}"): "generate",
     ("GET", "/records"): "read",
     ("GET", "/records/{record_id}"): "read",
@@ -44,6 +45,7 @@ POLICY: dict[tuple[str, str], str] = {
     ("POST", "/models/{model_id:path}/unload"): "admin",
     ("GET", "/health"): "public",
     ("GET", "/ready"): "public",
+    ("GET", "/metrics"): "admin",  # or a keyless loopback caller (app/routers/metrics.py)
     ("GET", "/docs"): "public",
     ("GET", "/openapi.json"): "public",
     ("GET", "/docs-assets/*"): "public",
