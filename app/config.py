@@ -11,7 +11,14 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DeviceName = Literal["auto", "cuda", "cpu", "mps"]
@@ -263,27 +270,22 @@ class Settings(BaseSettings):
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
 
-    @field_validator("webhook_allowed_hosts", mode="before")
+    @field_validator("webhook_allowed_hosts", "loopback_scopes", "cors_origins",
+                     mode="before")
     @classmethod
-    def _split_hosts(cls, value: object) -> object:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return [part.strip().lower() for part in text.split(",") if part.strip()]
-        return value
-
-    @field_validator("loopback_scopes", mode="before")
-    @classmethod
-    def _split_scopes(cls, value: object) -> object:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            if text.lower() == "none":
-                return []
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
+    def _split_list(cls, value: object, info: ValidationInfo) -> object:
+        """A list setting from the environment: JSON (``["a", "b"]``) or comma-separated;
+        ``none`` for an empty list of scopes (an empty variable means the default)."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        if info.field_name == "loopback_scopes" and text.lower() == "none":
+            return []
+        parts = [part.strip() for part in text.split(",") if part.strip()]
+        return [p.lower() for p in parts] if info.field_name == "webhook_allowed_hosts" \
+            else parts
 
     @field_validator("loopback_scopes")
     @classmethod
@@ -292,16 +294,6 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown scopes {unknown}: use generate, read or admin")
         return list(dict.fromkeys(value))
-
-    @field_validator("cors_origins", mode="before")
-    @classmethod
-    def _split_origins(cls, value: object) -> object:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return text.split(",")
-        return value
 
     @field_validator("cors_origins")
     @classmethod
