@@ -86,8 +86,11 @@ class KioskService:
         uploads = {"input_image_sha256": self.blobs.put(image.raw, image.content_type)}
         if nothing.mask is not None:
             uploads["mask_sha256"] = self.blobs.put(nothing.mask.raw, nothing.mask.content_type)
-        output = OutputImage(sha256=self.blobs.put(png, "image/png"), seed=None,
-                             width=image.image.width, height=image.image.height)
+        # a PNG upload is its own answer: stored once, as input and as output
+        out_sha = uploads["input_image_sha256"] if png is image.raw \
+            else self.blobs.put(png, "image/png")
+        output = OutputImage(sha256=out_sha, seed=None, width=image.image.width,
+                             height=image.image.height)
         self.records.create(NewRecord(
             id=record_id, job_id=str(uuid.uuid4()), endpoint="inpainting",
             provider=request.provider or "local", model=request.model, prompt=request.prompt,
