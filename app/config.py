@@ -262,6 +262,41 @@ class Settings(BaseSettings):
         "auto", description="json: one JSON object per line (job_id and record_id on a "
         "job's lines); text: human-readable; auto: text on a terminal, else json.")
 
+    # --- several processes (app/cluster/; docs/deploy.md) -------------------------------
+    executor: Literal["local", "ray"] = Field(
+        "local", description="Who runs device jobs: local (worker threads in this process) "
+        "or ray (Generator replicas on a Ray cluster; install bildwerk[ray]). ray needs "
+        "PostgreSQL and BILDWERK_REDIS_URL.")
+    cluster: bool = Field(
+        False, description="This process is one of several ingresses sharing the database "
+        "(behind a load balancer). Needs PostgreSQL and BILDWERK_REDIS_URL; implied by "
+        "BILDWERK_EXECUTOR=ray.")
+    redis_url: str | None = Field(
+        None, description="Redis shared by every ingress and worker (redis://host:6379/0): "
+        "job progress, events and cancels reach every replica through it.")
+    lease_s: float = Field(
+        30.0, ge=2, description="A queued or running job's lease: its process renews it every "
+        "third of this; any process records a job whose lease ran out 'interrupted'.")
+    ray_address: str = Field(
+        "auto", description="The Ray cluster to join: auto (the one started on this machine "
+        "with `ray start`) or an address like 10.0.0.5:6379 / ray://head:10001.")
+    ray_app_name: str = Field("bildwerk", description="The Ray Serve application's name.")
+    ray_min_replicas: int = Field(1, ge=0, description="Generator replicas kept running.")
+    ray_max_replicas: int = Field(1, ge=1, description="Most Generator replicas (autoscaling "
+                                  "adds replicas up to this under load).")
+    ray_target_ongoing: float = Field(
+        1.0, gt=0, description="Autoscaling target: jobs in flight per replica.")
+    ray_num_gpus: float = Field(
+        0.0, ge=0, description="GPUs per Generator replica (1 on a GPU cluster: one replica "
+                               "per GPU; 0 on the CPU).")
+    ray_num_cpus: float = Field(1.0, gt=0, description="CPUs per Generator replica.")
+    ray_torch_threads: int | None = Field(
+        None, ge=1, description="torch threads in a CPU replica. Default: its CPUs.")
+    ray_models_per_replica: int = Field(
+        0, ge=0, description="Base checkpoints one replica keeps loaded (Serve's multiplexing "
+        "routes a model's jobs to replicas holding it). 0: as many of the largest model as "
+        "the replica's memory budget (BILDWERK_MEMORY_BUDGET_MB) holds.")
+
     # --- embedded default model ---------------------------------------------------------
     embedded_model_id: str = "bildwerk-micro"
 
@@ -328,6 +363,11 @@ class Settings(BaseSettings):
         if self.max_pixels < 64 * 64:
             raise ValueError("BILDWERK_MAX_PIXELS must allow at least 64x64")
         return self
+
+    @property
+    def shared(self) -> bool:
+        """Several processes share the database (several ingresses, or Ray workers)."""
+        return self.cluster or self.executor == "ray"
 
     @property
     def resolved_database_url(self) -> str:

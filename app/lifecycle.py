@@ -239,7 +239,7 @@ class Lifecycle:
         deadline = loop.time() + self.grace_s
         while self._running() and loop.time() < deadline and not self._hurry:
             await asyncio.sleep(POLL_S)
-        stopping = [job for q in self.queues if (job := q.interrupt_running()) is not None]
+        stopping = [job for q in self.queues for job in q.interrupt_running()]
         if stopping:
             log.warning("interrupting %d job(s) still running after the grace period",
                         len(stopping))

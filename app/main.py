@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
+from app.cluster.checks import check_cluster
 from app.compat.a1111 import errors as a1111_errors
 from app.compat.a1111.routes import build_router as a1111_router
 from app.compat.openai_images.errors import openai_error_response
@@ -81,13 +82,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
         torch.set_num_threads(settings.torch_threads)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    check_cluster(settings)  # several processes: PostgreSQL and Redis, or no start
     await asyncio.to_thread(check_database, settings)  # damaged, or lost beside old blobs
     services = app.state.services = build_services(settings)
     await asyncio.to_thread(lambda: services.db)  # migrated
     await asyncio.to_thread(announce_auth, settings, services.keys)  # who may call
     await asyncio.to_thread(recover_after_restart, settings, services.records,
                             services.blobs)  # temp files; the blob store is checked here
-    stale = await asyncio.to_thread(services.records.mark_unfinished_interrupted)
+    if settings.shared:  # others may be running jobs: only expired leases are dead
+        stale = len(await asyncio.to_thread(services.leases.reap_now))
+    else:  # alone on the database: no job of an earlier process can still be running
+        stale = await asyncio.to_thread(services.records.mark_unfinished_interrupted)
     if stale:
         log.warning("marked %d unfinished job(s) from a previous run as interrupted", stale)
     await asyncio.to_thread(lambda: services.prompts)  # a bad style file fails here
@@ -98,7 +103,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                  "admission"):
         setattr(state, name, getattr(services, name))
     state.db, state.queue = services.db, services.queues[0]
+    state.executor = services.executor
+    if settings.executor == "ray":  # join the cluster; deploy the Generator replicas
+        await asyncio.to_thread(services.executor.connect, services.registry)
     services.executor.start_workers()
+    services.leases.start()  # heartbeats (and, shared, the reaper)
+    if services.bus is not None:  # a cancel sent to another ingress reaches our jobs
+        services.bus.listen_cancels(services.jobs.cancel_local)
     state.lifecycle = Lifecycle.start(services.executor.queues, services.records,
                                       settings)  # SIGTERM
     log.info("bildwerk ready on %s (%s); default model %s", services.runtime.name,

@@ -85,10 +85,20 @@ class Job:
     deadline: Deadline | None = None  # set when it starts running (start_clock)
     previews: int = 0  # step previews asked for (OpenAI partial_images, A1111 progress)
     preview: Preview | None = None  # the latest one
+    # Several processes (app/jobs/bus.py): events also go to the bus, for followers on
+    # other ingresses. A job whose steps run elsewhere (``relayed``: the Ray executor) gets
+    # its progress, previews and frames from the worker through the bus and publishes
+    # only its own status and ending; ``on_cancel`` passes a cancel on to that worker.
+    bus: Any = None
+    relayed: bool = False
+    on_cancel: Callable[[], None] | None = None
 
     # -- cancel -------------------------------------------------------------------------
     def request_cancel(self) -> None:
+        first = not self._cancel.is_set()
         self._cancel.set()
+        if first and self.on_cancel is not None and not self.finished:
+            self.on_cancel()
 
     def interrupt(self) -> None:
         """Stop the job because the server shuts down: like a cancel, but it ends (and is
@@ -143,7 +153,7 @@ class Job:
         it as a ``preview`` event with the full-size PNG."""
         index = self.preview.index + 1 if self.preview else 0
         self.preview = preview = Preview(small, index=index, step=step, total=total)
-        if self._subscribers:
+        if self._subscribers or self.bus is not None:
             self._emit("preview", {"index": index, "step": step, "total": total,
                                    "png_base64": base64.b64encode(preview.png).decode()})
 
@@ -153,6 +163,28 @@ class Job:
         if event == "frame":
             self.frame_events.append(data)
         self._emit(event, data)
+
+    def relay_event(self, event: str, data: dict) -> None:
+        """An event the worker running this job published (the Ray executor): keep what
+        it says, and pass it to this process's subscribers without publishing it again."""
+        if self.finished:
+            return
+        if event == "progress":
+            progress = data.get("progress") or {}
+            self.stage = data.get("stage", self.stage)
+            self.step, self.total = progress.get("step", 0), progress.get("total", 0)
+            if "frame" in progress:
+                self.frame, self.frames = progress["frame"], progress["frames"]
+            data = self.snapshot()
+        elif event == "preview":
+            preview = Preview(None, index=data["index"], step=data["step"], total=data["total"])
+            preview._png = base64.b64decode(data["png_base64"])
+            self.preview = preview
+        elif event == "frame":
+            self.frame_events.append(data)
+        else:
+            return  # status and endings are this process's own
+        self._emit(event, data, publish=False)
 
     def try_start(self) -> bool:
         """queued -> running, unless the job was cancelled first (then False)."""
@@ -204,12 +236,15 @@ class Job:
                                 "param": error.param}
         self._emit(status, payload, final=True)
 
-    def _emit(self, event: str, data: dict, final: bool = False) -> None:
+    def _emit(self, event: str, data: dict, final: bool = False, publish: bool = True) -> None:
         if event == "progress":
             now = time.monotonic()
             if now - self._last_progress_emit < 0.02 and self.step != self.total:
                 return  # throttle: at most ~50 progress events per second
             self._last_progress_emit = now
+        if publish and self.bus is not None and (
+                not self.relayed or event not in ("progress", "preview", "frame")):
+            self.bus.publish(self.id, event, data)
 
         def deliver() -> None:
             for queue in list(self._subscribers):

@@ -1,4 +1,5 @@
-"""A bounded job queue drained by one worker thread per device.
+"""A bounded job queue drained by worker threads: one per device (local), or one per job
+the Ray executor keeps in flight on its replicas (each waits on a remote run).
 
 It also counts each owner's live (queued or running) jobs for the per-key limit, and
 closes for shutdown: :meth:`close` refuses new jobs and interrupts the waiting ones,
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,7 +54,8 @@ class JobQueue:
 
     def __init__(self, maxsize: int, retry_after_s: int, device: str = "cpu",
                  keep_finished: int = 1000,
-                 on_cancelled_before_start: Callable[[Job], None] | None = None) -> None:
+                 on_cancelled_before_start: Callable[[Job], None] | None = None,
+                 workers: int = 1) -> None:
         self.maxsize = maxsize
         self.retry_after_s = retry_after_s
         self.device = device
@@ -63,8 +66,9 @@ class JobQueue:
         self._keep_finished = keep_finished
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)  # notified when a job stops running
-        self._thread: threading.Thread | None = None
-        self._running: Job | None = None
+        self._workers = workers
+        self._threads: list[threading.Thread] = []
+        self._running: dict[str, Job] = {}
         self._on_cancelled = on_cancelled_before_start
         self._live: Counter[str] = Counter()  # owner -> jobs queued or running
         self._counted: set[str] = set()  # ids of the jobs counted in _live
@@ -72,19 +76,23 @@ class JobQueue:
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._work, name=f"worker-{self.device}",
-                                        daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._work, name=f"worker-{self.device}-{i}",
+                                          daemon=True) for i in range(self._workers)]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Close the queue, interrupt the running job and end the worker."""
-        if self._thread is None:
+        """Close the queue, interrupt the running jobs and end the workers."""
+        if not self._threads:
             return
         self.close()
         self.interrupt_running()
-        self._queue.put(_STOP)
-        self._thread.join(timeout)
-        self._thread = None
+        for _ in self._threads:
+            self._queue.put(_STOP)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._threads = []
 
     def close(self) -> list[Job]:
         """Refuse new jobs from now on (503 ``shutting_down``) and interrupt every waiting
@@ -105,14 +113,16 @@ class JobQueue:
     def wait_idle(self, timeout: float | None) -> bool:
         """Wait until no job runs (after :meth:`close`, none will start again)."""
         with self._idle:
-            return self._idle.wait_for(lambda: self._running is None, timeout)
+            return self._idle.wait_for(lambda: not self._running, timeout)
 
-    def interrupt_running(self) -> Job | None:
-        """Stop the running job at its next step; it ends ``interrupted``."""
-        job = self._running
-        if job is not None and not job.finished:
-            job.interrupt()
-        return job
+    def interrupt_running(self) -> list[Job]:
+        """Stop the running jobs at their next step; they end ``interrupted``."""
+        with self._lock:
+            jobs = list(self._running.values())
+        for job in jobs:
+            if not job.finished:
+                job.interrupt()
+        return jobs
 
     def unfinished(self) -> list[Job]:
         with self._lock:
@@ -120,7 +130,14 @@ class JobQueue:
 
     @property
     def running(self) -> Job | None:
-        return self._running
+        """A running job (the oldest), or None."""
+        with self._lock:
+            return next(iter(self._running.values()), None)
+
+    @property
+    def running_jobs(self) -> list[Job]:
+        with self._lock:
+            return list(self._running.values())
 
     @property
     def closed(self) -> bool:
@@ -128,7 +145,7 @@ class JobQueue:
 
     @property
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
 
     @property
     def waiting(self) -> int:
@@ -219,7 +236,7 @@ class JobQueue:
                 if not job.try_start():
                     continue  # cancelled or interrupted while waiting; its place was freed
                 self._waiting -= 1
-                self._running = job
+                self._running[job.id] = job
             context = bind_job_context(job)  # job_id, record_id on the job's log lines
             metrics.job_left_queue(job)
             metrics.job_running(+1)
@@ -245,7 +262,7 @@ class JobQueue:
                 log.info("job finished: %s", job.status)
                 unbind_job_context(context)
                 with self._lock:
-                    self._running = None
+                    self._running.pop(job.id, None)
                     self._release(job)
                     self._idle.notify_all()
 

@@ -60,6 +60,10 @@ class RecordRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The lease of a queued or running job (app/jobs/leases.py): who renews it, and until.
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                              nullable=True)
     # Feedback (POST /records/{id}/feedback): the latest one replaces the earlier one.
     feedback_rating: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     feedback_flags: Mapped[list | None] = mapped_column(JSON, nullable=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Select, String, cast, func, or_, select
+from sqlalchemy import Select, String, cast, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.errors import InvalidInput, NotFound
@@ -16,6 +16,9 @@ from app.persistence.orm import OutputRow, RecordRow
 # The owner of the records made without an API key (loopback callers given
 # BILDWERK_LOOPBACK_SCOPES): they see these, and no key's records.
 KEYLESS = "keyless"
+# Why a job whose lease ran out ended (app/jobs/leases.py).
+REAPED_MESSAGE = ("the process holding this job stopped before it finished (its lease ran "
+                  "out); submit it again")
 
 
 def owned_by(row: RecordRow, api_key_id: str) -> bool:
@@ -90,8 +93,11 @@ class RecordFilter:
 
 
 class RecordRepository:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, instance: str | None = None,
+                 lease_s: float = 30.0) -> None:
         self.db = db
+        self.instance = instance  # this process, as lease owner (app/jobs/leases.py)
+        self.lease_s = lease_s
 
     def create(self, new: NewRecord) -> None:
         with self.db.session() as s:
@@ -102,7 +108,8 @@ class RecordRepository:
                 prompt_translated=new.prompt_translated, prompt_expanded=new.prompt_expanded,
                 params=new.params, client=new.client, input_image_sha256=new.input_image_sha256,
                 mask_sha256=new.mask_sha256, created_at=_now(),
-                api_key_id=(new.client or {}).get("key_id")))
+                api_key_id=(new.client or {}).get("key_id"), lease_owner=self.instance,
+                lease_expires_at=_now() + timedelta(seconds=self.lease_s)))
 
     def add_output(self, record_id: str, out: OutputImage) -> OutputImage:
         """Record one output while the job still runs (a sequence's frame as it is stored),
@@ -287,8 +294,54 @@ class RecordRepository:
             raise InvalidInput(f"{when.isoformat()} is out of range", param="since") from None
         return when.replace(tzinfo=None) if self.db.url.startswith("sqlite") else when
 
+    def renew_leases(self, record_ids: list[str]) -> int:
+        """Extend the leases of these queued or running records by ``lease_s`` (their holder
+        is alive)."""
+        if not record_ids:
+            return 0
+        until = _now() + timedelta(seconds=self.lease_s)
+        with self.db.session() as s:
+            result = s.execute(
+                update(RecordRow)
+                .where(RecordRow.id.in_(record_ids),
+                       RecordRow.status.in_(("queued", "running")))
+                .values(lease_expires_at=until, lease_owner=self.instance)
+                .execution_options(synchronize_session=False))
+            return result.rowcount or 0
+
+    def reap_expired(self) -> list[RecordRow]:
+        """Record every queued or running job whose lease ran out ``interrupted`` (its
+        holder died); returns their rows. Rows another process is
+        updating right now are skipped (PostgreSQL), not waited for."""
+        now = _now()
+        expired = or_(RecordRow.lease_expires_at.is_(None),
+                      RecordRow.lease_expires_at < self._utc(now))
+        with self.db.session() as s:
+            query = select(RecordRow).where(
+                RecordRow.status.in_(("queued", "running")), expired)
+            if not self.db.url.startswith("sqlite"):
+                query = query.with_for_update(skip_locked=True)
+            rows = s.scalars(query).all()
+            for row in rows:
+                row.status = "interrupted"
+                row.finished_at = now
+                row.error_code = "interrupted"
+                row.error_message = REAPED_MESSAGE
+            return list(rows)
+
+    def finish_if_unfinished(self, record_id: str, **fields) -> bool:
+        """:meth:`finish`, unless the record already ended (its worker finished it)."""
+        with self.db.session() as s:
+            row = s.get(RecordRow, record_id)
+            if row is None or row.status not in ("queued", "running"):
+                return False
+        self.finish(record_id, **fields)
+        return True
+
     def mark_unfinished_interrupted(self) -> int:
-        """At startup: jobs left queued/running by a previous process can never finish."""
+        """At the start of a process that is alone on its database (no
+        BILDWERK_CLUSTER, no Ray): every lease is dead, so jobs left queued/running by a
+        previous process can never finish."""
         with self.db.session() as s:
             rows = s.scalars(select(RecordRow).where(
                 RecordRow.status.in_(("queued", "running")))).all()

@@ -38,7 +38,9 @@ def ready(request: Request, queue: QueueDep, records: RecordsDep,
     """200 when every check holds, else 503 with the failing ones false: `worker`,
     `models`, `accepting` (false while shutting down), `database` (a connection),
     `records` (the records table answers a query) and `disk` (the data dir has at least
-    `BILDWERK_MIN_FREE_DISK_MB` free). `device` names the device."""
+    `BILDWERK_MIN_FREE_DISK_MB` free). When several processes share the work, also `redis`
+    (the bus answers), and with `BILDWERK_EXECUTOR=ray` `ray` (the cluster answers) and
+    `replicas` (at least one Generator replica runs). `device` names the device."""
     checks: dict[str, bool | str] = {"worker": queue.alive, "models": bool(registry.list())}
     lifecycle = getattr(request.app.state, "lifecycle", None)
     checks["accepting"] = not (lifecycle and lifecycle.draining)  # false: shutting down
@@ -50,6 +52,12 @@ def ready(request: Request, queue: QueueDep, records: RecordsDep,
         checks["database"] = False
     checks["records"] = records.readable()  # the table itself, not only the connection
     checks["disk"] = disk_has_room(settings.data_dir, settings.min_free_disk_mb)
+    services = getattr(request.app.state, "services", None)
+    if services is not None and services.bus is not None:
+        checks["redis"] = services.bus.ping()  # events and cancels of the other processes
+    executor = getattr(request.app.state, "executor", None)
+    if executor is not None and hasattr(executor, "ready"):
+        checks.update(executor.ready())  # Ray: reachable, and a Generator replica running
     checks["device"] = registry.runtime.name
     ok = all(v for k, v in checks.items() if k != "device")
     body = Health(status="ready" if ok else "not_ready", checks=checks)

@@ -38,6 +38,13 @@ async def job_events(job_id: str, request: Request, jobs: JobsDep,
     job = jobs.get(job_id)
 
     async def stream():
+        if job is None and jobs.bus is not None and status["status"] in ("queued", "running"):
+            # Held by another ingress (several processes): its events come over the bus.
+            async for event, data in jobs.follow_elsewhere(job_id, request.is_disconnected):
+                if event in ("succeeded", "failed", "cancelled", "interrupted"):
+                    data = JobStatus.model_validate(data).model_dump(mode="json")
+                yield {"event": event, "data": json.dumps(jsonable_encoder(data))}
+            return
         if job is None or job.finished:
             # Through the response model, so timestamps carry their zone (UTC).
             data = JobStatus.model_validate(status).model_dump(mode="json")

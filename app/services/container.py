@@ -44,7 +44,38 @@ class Services:
 
     @cached_property
     def records(self) -> RecordRepository:
-        return RecordRepository(self.db)
+        return RecordRepository(self.db, instance=self.instance, lease_s=self.settings.lease_s)
+
+    @cached_property
+    def instance(self) -> str:
+        """This process, as the holder of job leases: host, pid and a random part."""
+        import os
+        import socket
+        import uuid
+
+        return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    @cached_property
+    def bus(self):
+        """Job events and cancels shared with the other processes (Redis), when several
+        share the work (BILDWERK_CLUSTER, BILDWERK_EXECUTOR=ray); None when alone."""
+        if not self.settings.shared or not self.settings.redis_url:
+            return None
+        from app.jobs.bus import JobBus
+
+        return JobBus(self.settings.redis_url)
+
+    @cached_property
+    def leases(self):
+        """Renews the leases of this process's unfinished jobs; when several processes
+        share the database, also reaps the expired leases of others (app/jobs/leases.py)."""
+        from app.jobs.leases import LeaseKeeper
+
+        def held() -> list[str]:
+            return [job.record_id for queue in self.queues for job in queue.unfinished()]
+
+        return LeaseKeeper(self.records, held, lease_s=self.settings.lease_s,
+                           reap=self.settings.shared, bus=self.bus)
 
     @cached_property
     def blobs(self) -> BlobStore:
@@ -116,8 +147,11 @@ class Services:
             self.records.finish(job.record_id, status="cancelled", error_code="cancelled",
                                 error_message="cancelled before it started")
 
-        return (JobQueue(s.queue_max, s.retry_after_s, device=self.runtime.name,
-                         on_cancelled_before_start=record_cancelled),
+        # With Ray, the device queue keeps one job in flight per replica there can be.
+        in_flight = s.ray_max_replicas if s.executor == "ray" else 1
+        device = "ray" if s.executor == "ray" else self.runtime.name
+        return (JobQueue(s.queue_max, s.retry_after_s, device=device,
+                         on_cancelled_before_start=record_cancelled, workers=in_flight),
                 JobQueue(s.queue_max, s.retry_after_s, device="remote",
                          on_cancelled_before_start=record_cancelled))
 
@@ -134,13 +168,24 @@ class Services:
         return build_prompt_service(self.settings, self.records, self.owners)
 
     @cached_property
-    def executor(self):
-        from app.services.executor import LocalExecutor
+    def runner(self):
+        """Runs plans on this process's device and providers (app/services/runner.py)."""
         from app.services.runner import PlanRunner
 
-        runner = PlanRunner(self.settings, self.registry, self.loras, self.providers,
-                            self.blobs, self.records, self.upscaler_models)
-        return LocalExecutor(*self.queues, runner)
+        return PlanRunner(self.settings, self.registry, self.loras, self.providers,
+                          self.blobs, self.records, self.upscaler_models)
+
+    @cached_property
+    def executor(self):
+        """Local worker threads (the default), or Generator replicas on Ray."""
+        if self.settings.executor == "ray":
+            from app.cluster.ray_executor import RayExecutor
+
+            return RayExecutor(self.settings, *self.queues, self.runner, self.records,
+                               self.bus)
+        from app.services.executor import LocalExecutor
+
+        return LocalExecutor(*self.queues, self.runner, bus=self.bus)
 
     @cached_property
     def planner(self):
@@ -199,7 +244,7 @@ class Services:
     def jobs(self):
         from app.services.jobs import JobService
 
-        return JobService(self.executor.queues, self.records)
+        return JobService(self.executor.queues, self.records, bus=self.bus)
 
     @cached_property
     def models(self):
@@ -212,6 +257,10 @@ class Services:
         """Stop the workers (if started) and close the database."""
         if "executor" in self.__dict__:
             self.executor.stop_workers()
+        if "leases" in self.__dict__:
+            self.leases.stop()
+        if self.__dict__.get("bus") is not None:
+            self.bus.close()
         if "db" in self.__dict__:
             self.db.dispose()
 

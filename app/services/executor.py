@@ -50,10 +50,12 @@ class LocalPlace:
 
 
 class LocalExecutor(Executor):
-    def __init__(self, device: JobQueue, remote: JobQueue, runner: PlanRunner) -> None:
+    def __init__(self, device: JobQueue, remote: JobQueue, runner: PlanRunner,
+                 bus=None) -> None:
         self.device = device
         self.remote = remote
         self.runner = runner
+        self.bus = bus  # several ingresses: events go to the others too (app/jobs/bus.py)
 
     @property
     def queues(self) -> list[JobQueue]:
@@ -69,7 +71,8 @@ class LocalExecutor(Executor):
             return self.runner.run(plan, job, accepted_at)
 
         job = Job(id=job_id, record_id=record_id, endpoint=plan.endpoint, run=run, loop=loop,
-                  owner=plan.owner, previews=plan.previews, model=plan_model(plan))
+                  owner=plan.owner, previews=plan.previews, model=plan_model(plan),
+                  bus=self.bus)
         place.queue.submit(job, place.slot)
         return job
 

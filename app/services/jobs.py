@@ -7,7 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from app.errors import BildwerkError, ClientGone, Conflict, JobTimeout, NotFound
-from app.jobs.job import Job
+from app.jobs.job import TERMINAL, Job
 from app.jobs.queue import JobQueue
 from app.persistence.records import RecordRepository, owned_by
 from app.services.results import status_from_record
@@ -25,11 +25,16 @@ class JobFailed(BildwerkError):
 
 
 class JobService:
-    """Jobs across every queue (the device's and the remote providers')."""
+    """Jobs across every queue (the device's and the remote providers'), and, with a
+    ``bus`` (several ingresses), the jobs other processes hold: their status and progress
+    come from the bus's last snapshot and their record, their events from the bus, and a
+    cancel goes out on the bus to whoever holds or runs them."""
 
-    def __init__(self, queues: list[JobQueue], records: RecordRepository) -> None:
+    def __init__(self, queues: list[JobQueue], records: RecordRepository,
+                 bus=None) -> None:
         self.queues = queues
         self.records = records
+        self.bus = bus
 
     def _live(self, job_id: str) -> tuple[JobQueue, Job] | None:
         for queue in self.queues:
@@ -55,8 +60,19 @@ class JobService:
             row = self.records.get_by_job(job_id)
             if row is None:
                 raise NotFound(f"job {job_id} not found", param="job_id")
-            return status_from_record(row)
+            return self._with_progress(status_from_record(row))
         return self.job_status(job)
+
+    def _with_progress(self, status: dict) -> dict:
+        """A record's status, with the stage and progress another process published for
+        it while it is unfinished."""
+        if self.bus is None or status["status"] not in ("queued", "running"):
+            return status
+        last = self.bus.last(status["job_id"])
+        if last and last.get("status") in ("queued", "running"):
+            status.update(status=last["status"], stage=last.get("stage", status["stage"]),
+                          progress=last.get("progress", status["progress"]))
+        return status
 
     @staticmethod
     def job_status(job: Job) -> dict:
@@ -79,8 +95,46 @@ class JobService:
             row = self.records.get_by_job(job_id)
             if row is None:
                 raise NotFound(f"job {job_id} not found", param="job_id")
+            if self.bus is not None and row.status in ("queued", "running"):
+                self.bus.request_cancel(job_id)  # its holder cancels it (cancel_local)
+                return self._with_progress(status_from_record(row))
             raise Conflict(f"job {job_id} already {row.status}", param="job_id")
         return self.job_status(live[0].cancel(job_id))
+
+    def cancel_local(self, job_id: str) -> None:
+        """A cancel request from the bus: cancel the job if this process holds it."""
+        live = self._live(job_id)
+        if live is not None and not live[1].finished:
+            live[0].cancel(job_id)
+
+    async def follow_elsewhere(self, job_id: str,
+                               disconnected: Callable[[], Awaitable[bool]]):
+        """The SSE events of a job another process holds, from the bus: a ``status`` event
+        first, and last the terminal event (from the bus, or from the record when the job
+        ended unseen: before we subscribed, or reaped by a lease)."""
+        import asyncio
+
+        events = self.bus.follow(job_id)
+        try:
+            async for event, data in events:
+                if event in ("subscribed", "tick"):
+                    row = await asyncio.to_thread(self.records.get_by_job, job_id)
+                    status = status_from_record(row)
+                    if row.status not in ("queued", "running"):
+                        yield row.status, status
+                        return
+                    if event == "subscribed":
+                        status = self._with_progress(status)
+                        yield "status", {k: status[k] for k in (
+                            "job_id", "record_id", "endpoint", "status", "stage", "progress")}
+                    elif await disconnected():
+                        return
+                    continue
+                yield event, data
+                if event in TERMINAL:
+                    return
+        finally:
+            await events.aclose()
 
     @staticmethod
     async def wait_result(job: Job, timeout: float,

@@ -29,19 +29,20 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self.base = ""
 
-    def start(self) -> Server:
+    def start(self, ready_timeout: float = 90) -> Server:
         port = _free_port()
-        env = {**os.environ, "BILDWERK_DATA_DIR": str(self.data_dir),
-               "BILDWERK_MODELS_DIR": str(self.models_dir), "BILDWERK_DEVICE": "cpu",
-               "BILDWERK_TORCH_THREADS": "1", "BILDWERK_MAX_STEPS": "1000",
-               "HF_HUB_OFFLINE": "1", **self.env}
+        env = {**os.environ}
         for name in ("BILDWERK_DATABASE_URL", "BILDWERK_DEFAULT_MODEL", "BILDWERK_AUTH_MODE"):
-            env.pop(name, None)
+            env.pop(name, None)  # the test's own settings only
+        env.update({"BILDWERK_DATA_DIR": str(self.data_dir),
+                    "BILDWERK_MODELS_DIR": str(self.models_dir), "BILDWERK_DEVICE": "cpu",
+                    "BILDWERK_TORCH_THREADS": "1", "BILDWERK_MAX_STEPS": "1000",
+                    "HF_HUB_OFFLINE": "1", **self.env})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=ROOT,
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(self.output())
