@@ -148,12 +148,16 @@ def _error(exc) -> dict:
 
 
 def _replica_id() -> str:
+    """``ray:<replica>@host:pid``: the record's ``worker`` of the jobs this replica runs."""
+    import socket
+
     try:
         from ray import serve
 
-        return str(serve.get_replica_context().replica_id.unique_id)
+        replica = str(serve.get_replica_context().replica_id.unique_id)
     except Exception:
-        return f"pid-{os.getpid()}"
+        replica = "unknown"
+    return f"ray:{replica}@{socket.gethostname()}:{os.getpid()}"
 
 
 def generator_deployment(settings: Settings, models: int):

@@ -60,6 +60,8 @@ class RecordRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The process that ran it: host:pid:… here, ray:<replica>@host:pid on a Ray replica.
+    worker: Mapped[str | None] = mapped_column(String(128), nullable=True)
     # The lease of a queued or running job (app/jobs/leases.py): who renews it, and until.
     lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),

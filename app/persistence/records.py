@@ -128,6 +128,7 @@ class RecordRepository:
             if row is not None:
                 row.status = "running"
                 row.started_at = _now()
+                row.worker = self.instance
 
     def finish(
         self,

@@ -101,6 +101,8 @@ class Record(BaseModel):
     created_at: UtcDateTime
     started_at: UtcDateTime | None
     finished_at: UtcDateTime | None
+    worker: str | None = Field(None, description="The process that ran the job: "
+                               "host:pid:id, or ray:<replica>@host:pid on a Ray replica.")
     outputs: list[RecordOutput]
     feedback: Feedback | None = Field(None, description="The latest feedback (POST "
                                       "/records/{id}/feedback); null: none yet.")
