@@ -625,6 +625,81 @@ def blobs_migrate(
         raise typer.Exit(1)
 
 
+# -- the Ray executor (bildwerk ray deploy|status|down) -------------------------------------
+ray_cli = typer.Typer(help="The Generator replicas on a Ray cluster (BILDWERK_EXECUTOR=ray; "
+                      "install bildwerk[ray]).", no_args_is_help=True)
+cli.add_typer(ray_cli, name="ray")
+
+
+@ray_cli.command("deploy")
+def ray_deploy(
+    ingress: int = typer.Option(0, min=0, help="Also serve the API from Ray: this many "
+                                "Ingress replicas behind Ray's HTTP proxy (0: none; run "
+                                "`bildwerk serve` ingresses instead)."),
+    host: str = typer.Option("127.0.0.1", help="The HTTP proxy's interface (--ingress)."),
+    port: int = typer.Option(8000, help="The HTTP proxy's port (--ingress). Serve keeps the "
+                             "address it first started with on a cluster: `bildwerk ray "
+                             "down` (or a new cluster) to change it."),
+) -> None:
+    """Deploy (or update) the Generator application on the Ray cluster at
+    BILDWERK_RAY_ADDRESS, with the BILDWERK_RAY_* placement and autoscaling; returns once
+    its replicas are up. Ingresses started with BILDWERK_EXECUTOR=ray use it (and deploy it
+    themselves only when it is missing)."""
+    from app.cluster.checks import ClusterMisconfigured, check_cluster
+    from app.cluster.deploy import deploy, replicas_running
+    from app.config import Settings
+
+    settings = Settings()
+    with _failing_clearly(ClusterMisconfigured):
+        check_cluster(settings.model_copy(update={"executor": "ray"}))
+    if ingress:  # before anything deploys: Serve keeps the address it first started with
+        from app.cluster.serve_ingress import start_proxy
+
+        start_proxy(settings, host=host, port=port)
+    with _services() as services:
+        deploy(settings, services.registry)
+    typer.echo(f"{settings.ray_app_name}: {replicas_running(settings)} Generator replica(s) "
+               "running")
+    if ingress:
+        from app.cluster.serve_ingress import deploy_ingress
+
+        deploy_ingress(settings, ingress)
+        typer.echo(f"{settings.ray_app_name}-ingress: {ingress} Ingress replica(s) at "
+                   f"http://{host}:{port}/")
+
+
+@ray_cli.command("status")
+def ray_status() -> None:
+    """The Generator application's state and its replicas (exit status 1 when none runs)."""
+    from ray import serve
+
+    from app.cluster.deploy import connect, replicas_running
+    from app.config import Settings
+
+    settings = Settings()
+    connect(settings)
+    app = serve.status().applications.get(settings.ray_app_name)
+    if app is None:
+        typer.echo(f"{settings.ray_app_name}: not deployed")
+        raise typer.Exit(1)
+    for name, deployment in app.deployments.items():
+        typer.echo(f"{settings.ray_app_name}/{name}: {deployment.status.value}, replicas "
+                   f"{dict(deployment.replica_states)}")
+    if replicas_running(settings) == 0:
+        raise typer.Exit(1)
+
+
+@ray_cli.command("down")
+def ray_down() -> None:
+    """Remove the Generator application (its replicas finish their jobs first, within 30 s)."""
+    from app.cluster.deploy import shutdown_application
+    from app.config import Settings
+
+    settings = Settings()
+    shutdown_application(settings)
+    typer.echo(f"{settings.ray_app_name}: removed")
+
+
 def main() -> None:
     cli()
 

@@ -69,8 +69,12 @@ def replicas_running(settings: Settings) -> int:
 
 
 def shutdown_application(settings: Settings) -> None:
-    """Remove the Generator application (``bildwerk ray down``)."""
+    """Remove the Generator application, and the Serve ingress if deployed (``bildwerk ray
+    down``)."""
     from ray import serve
 
     connect(settings)
-    serve.delete(settings.ray_app_name)
+    apps = serve.status().applications
+    for name in (f"{settings.ray_app_name}-ingress", settings.ray_app_name):
+        if name in apps:
+            serve.delete(name)
