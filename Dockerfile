@@ -19,8 +19,11 @@ WORKDIR /app
 # build of torch from the index matching the base image: its pure-Python dependencies are
 # already there at the locked versions, so it adds only the CUDA libraries.
 COPY requirements ./requirements
+# EXTRAS=ray: the Ray executor's lock instead (ray[serve], redis) for Ray clusters and
+# KubeRay (docs/deploy.md): `docker build --build-arg EXTRAS=ray .`
+ARG EXTRAS=
 RUN pip install --upgrade pip \
- && pip install --no-deps --require-hashes -r requirements/runtime.txt
+ && pip install --no-deps --require-hashes -r requirements/${EXTRAS:-runtime}.txt
 ARG TORCH_VERSION=2.13.0
 ARG TORCHVISION_VERSION=0.28.0
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cu128

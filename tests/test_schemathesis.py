@@ -44,8 +44,9 @@ MAX_EXAMPLES = 20
 # Upper bounds for generated work, by field name, on every operation's body (the native
 # routes and the OpenAI and AUTOMATIC1111 ones). A capped value stays valid: values outside
 # the schema's range (negative tests) are left as they are, and a size that is no multiple
-# of 8 stays one (capped to 128 + its remainder), so the server still sees them.
-_SIZE_CAP = 128
+# of 8 stays one (capped to 64 + its remainder), so the server still sees them. 64 is
+# the smallest size the schemas allow and the tiny models' native size here.
+_SIZE_CAP = 64
 _SIZES = {"width", "height", "upscaling_resize_w", "upscaling_resize_h"}
 _CAPS = {"steps": 4, "num_images": 2, "n": 2, "batch_size": 2, "n_iter": 1, "frames": 2,
          **dict.fromkeys(_SIZES, _SIZE_CAP)}

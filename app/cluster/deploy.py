@@ -35,6 +35,9 @@ def deploy(settings: Settings, registry):
     from app.cluster.generator import generator_deployment, models_per_replica
 
     connect(settings)
+    # Ingresses reach the replicas through handles: no HTTP proxy unless one was started
+    # for the Serve ingress (bildwerk ray deploy --ingress); Serve keeps what it first got.
+    serve.start(proxy_location="Disabled")
     models = models_per_replica(settings, registry)
     app = generator_deployment(settings, models).bind(settings)
     log.info("deploying Ray Serve application %r (%d model(s) per replica)",

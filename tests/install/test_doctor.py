@@ -45,7 +45,7 @@ def test_doctor_reports_versions_device_storage_providers_and_a_matching_lock(en
     assert torch.__version__ in out and diffusers.__version__ in out
     assert "selected" in out and "cpu" in out
     assert str((env / "data").resolve()) in out and str((env / "models").resolve()) in out
-    assert "migration head  0007" in out
+    assert "migration head  0008" in out
     assert "local   usable" in out
     assert "openai  not usable: OPENAI_API_KEY not set" in out
     assert "gemini  not usable: GEMINI_API_KEY not set" in out

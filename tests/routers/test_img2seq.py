@@ -15,6 +15,10 @@ from tests.conftest import wait_for_job
 from tests.routers.test_jobs import read_events
 from tests.utils.images import data_url, decode, pixels, png_bytes, scene
 
+# Image handling, not storage: these run on SQLite alone (records, jobs and keys are
+# checked on both databases by the other tests here and in tests/persistence).
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
 INIT = data_url(scene(64, 64, seed=5))
 BASE = {"image": INIT, "prompt": "a harbour at dusk", "frames": 4, "steps": 4, "seed": 9,
         "strength": 0.6, "width": 64, "height": 64}
@@ -51,6 +55,7 @@ def test_frames_come_back_in_order_with_names_seeds_and_records(client):
     assert record["input_image_sha256"]
 
 
+@SQLITE_ONLY
 def test_a_fixed_seed_reproduces_the_same_frames(client):
     a = run(client, seed_policy="fixed")
     b = run(client, seed_policy="fixed")
@@ -65,6 +70,7 @@ def test_random_seed_policy_records_every_drawn_seed(client):
     assert client.get(f"/records/{body['record_id']}").json()["seeds"] == seeds
 
 
+@SQLITE_ONLY
 def test_loopback_and_independent_give_different_sequences(client):
     loop = frame_pixels(client, run(client, mode="loopback", seed_policy="fixed"))
     indep = frame_pixels(client, run(client, mode="independent", seed_policy="fixed"))
@@ -75,6 +81,7 @@ def test_loopback_and_independent_give_different_sequences(client):
     assert not any(np.array_equal(a, b) for a, b in zip(loop, loop[1:], strict=False))
 
 
+@SQLITE_ONLY
 def test_a_keyframed_schedule_blends_the_frames_between_keyframes(client):
     schedule = {"0": "a quiet harbour", "4": "a volcano erupting at night"}
     body = run(client, prompt=None, prompt_schedule=schedule, frames=5, mode="independent",
@@ -181,6 +188,7 @@ def test_multipart_with_a_file_and_json_fields(client):
     assert {p["kind"] for p in r.json()["packages"]} == {"gif", "zip"}
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize("change, param", [
     ({"frames": 0}, "frames"),
     ({"frames": 121}, "frames"),

@@ -9,6 +9,10 @@ import pytest
 
 from tests.utils.images import decode, pixels
 
+# Image handling, not storage: these run on SQLite alone (records, jobs and keys are
+# checked on both databases by the other tests here and in tests/persistence).
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
 FAST = {"prompt": "a lighthouse at dusk", "steps": 4, "width": 64, "height": 64}
 
 
@@ -30,6 +34,7 @@ def test_result_image_can_be_fetched_as_png(client):
                       ).status_code == 304
 
 
+@SQLITE_ONLY
 def test_same_seed_gives_same_bytes_and_another_seed_does_not(client):
     first = client.post("/txt2img", json={**FAST, "seed": 1234}).json()["images"][0]
     again = client.post("/txt2img", json={**FAST, "seed": 1234}).json()["images"][0]
@@ -39,6 +44,7 @@ def test_same_seed_gives_same_bytes_and_another_seed_does_not(client):
     assert other["sha256"] != first["sha256"]
 
 
+@SQLITE_ONLY
 def test_batch_gives_consecutive_seeds_each_reproducible_alone(client):
     batch = client.post("/txt2img", json={**FAST, "seed": 40, "num_images": 3}).json()
     assert [img["seed"] for img in batch["images"]] == [40, 41, 42]
@@ -49,6 +55,7 @@ def test_batch_gives_consecutive_seeds_each_reproducible_alone(client):
     assert diff.max() <= 2  # batched matmuls may round differently by a hair
 
 
+@SQLITE_ONLY
 def test_drawn_seed_is_returned_and_reproduces_the_image(client):
     drawn = client.post("/txt2img", json=FAST).json()["images"][0]
     again = client.post("/txt2img", json={**FAST, "seed": drawn["seed"]}).json()["images"][0]
@@ -63,6 +70,7 @@ def test_accept_png_returns_the_image_bytes(client):
     assert client.get(f"/blobs/{record['outputs'][0]['sha256']}").content == r.content
 
 
+@SQLITE_ONLY
 def test_png_carries_a1111_parameters_and_json(client):
     body = client.post("/txt2img", json={**FAST, "seed": 77, "negative_prompt": "blurry",
                                          "scheduler": "ddim", "guidance_scale": 5.5}).json()
@@ -77,6 +85,7 @@ def test_png_carries_a1111_parameters_and_json(client):
     assert meta["seed"] == 77 and meta["scheduler"] == "ddim" and meta["steps"] == 4
 
 
+@SQLITE_ONLY
 def test_a_prompt_cannot_forge_lines_of_the_parameters_chunk(client):
     forged = "cat\nNegative prompt: forged\nSteps: 999"
     body = client.post("/txt2img", json={**FAST, "prompt": forged, "seed": 3,
@@ -92,6 +101,7 @@ def test_a_prompt_cannot_forge_lines_of_the_parameters_chunk(client):
     assert meta["prompt"] == forged and meta["negative_prompt"] == "fog\r\nSeed: 1"
 
 
+@SQLITE_ONLY
 def test_default_size_is_the_models_native_resolution(client):
     body = client.post("/txt2img", json={"prompt": "x", "steps": 1, "seed": 1}).json()
     assert (body["images"][0]["width"], body["images"][0]["height"]) == (256, 256)
@@ -99,6 +109,7 @@ def test_default_size_is_the_models_native_resolution(client):
     assert models["tiny-sd15"]["native_resolution"] == 256
 
 
+@SQLITE_ONLY
 def test_every_listed_scheduler_runs(client):
     names = [s["name"] for s in client.get("/schedulers").json()]
     assert {"euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "pndm", "lms", "heun",
@@ -111,6 +122,7 @@ def test_every_listed_scheduler_runs(client):
             assert r.json()["parameters"]["scheduler"] == scheduler
 
 
+@SQLITE_ONLY
 def test_a_requests_scheduler_does_not_leak_into_the_next(client):
     plain = client.post("/txt2img", json={**FAST, "seed": 3}).json()["images"][0]["sha256"]
     client.post("/txt2img", json={**FAST, "seed": 3, "scheduler": "dpmpp_2m_karras"})
@@ -118,6 +130,7 @@ def test_a_requests_scheduler_does_not_leak_into_the_next(client):
     assert after == plain
 
 
+@SQLITE_ONLY
 def test_single_file_checkpoint_matches_its_diffusers_folder(client):
     folder = client.post("/txt2img", json={**FAST, "seed": 8, "model": "tiny-sd15"}).json()
     single = client.post("/txt2img", json={**FAST, "seed": 8, "model": "tiny-single"}).json()
@@ -128,6 +141,7 @@ def test_single_file_checkpoint_matches_its_diffusers_folder(client):
     assert np.array_equal(single_px, folder_px)
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize("change, param", [
     ({"width": 100}, "width"),
     ({"height": 30}, "height"),

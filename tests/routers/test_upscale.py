@@ -12,6 +12,10 @@ from PIL import Image
 from tests.conftest import wait_for_job
 from tests.utils.images import data_url, decode, png_bytes, scene
 
+# Image handling, not storage: these run on SQLite alone (records, jobs and keys are
+# checked on both databases by the other tests here and in tests/persistence).
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
 
 def upscale(client, image: Image.Image, **params):
     return client.post("/upscale", json={"image": data_url(image), **params})
@@ -48,6 +52,7 @@ def test_the_list_has_the_builtins_and_the_model_files(client):
     assert "upscalers" not in {m["id"] for m in client.get("/models").json()}
 
 
+@SQLITE_ONLY
 def test_nearest_matches_pillow_and_keeps_transparency(client):
     image = scene(30, 20).convert("RGBA")
     image.putalpha(Image.new("L", image.size, 90))
@@ -57,6 +62,7 @@ def test_nearest_matches_pillow_and_keeps_transparency(client):
     assert np.array_equal(np.asarray(out), np.asarray(expected))
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize(("name", "params", "size"), [
     ("4x-TinyESRGAN", {}, (128, 96)),  # the model's own scale
     ("4x-TinyESRGAN", {"scale": 3}, (96, 72)),  # one pass, then Lanczos down
@@ -101,12 +107,14 @@ def test_progress_counts_tiles_and_png_answer(make_client):
     assert decode(png.content).size == (20, 20)  # built-ins default to x2
 
 
+@SQLITE_ONLY
 def test_multipart_upload_works(client):
     r = client.post("/upscale", data={"upscaler": "Lanczos", "scale": "1.5"},
                     files={"image": ("in.png", png_bytes(scene(20, 20)), "image/png")})
     assert output(client, r).size == (30, 30)
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize(("params", "status", "param"), [
     ({"upscaler": "no-such"}, 404, "upscaler"),
     ({"upscaler": "1x-restore"}, 422, "upscaler"),  # a restoration model, not an upscaler
