@@ -191,6 +191,15 @@ class Relay:
         self._thread.start()
 
     def _read(self) -> None:
+        try:
+            self._read_until_stopped()
+        finally:
+            try:
+                self._pubsub.close()
+            except Exception:
+                pass
+
+    def _read_until_stopped(self) -> None:
         while not self._stop.is_set():
             try:
                 message = self._pubsub.get_message(timeout=0.2)
@@ -207,9 +216,6 @@ class Relay:
                 log.exception("relaying %s failed", payload.get("event"))
 
     def stop(self) -> None:
+        """Stop relaying; the thread ends (and unsubscribes) within its next poll, without
+        holding up the caller (the job's result is waiting)."""
         self._stop.set()
-        self._thread.join(2)
-        try:
-            self._pubsub.close()
-        except Exception:
-            pass
