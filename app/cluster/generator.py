@@ -74,10 +74,10 @@ class GeneratorReplica:
         self.jobs_run = 0
         log.info("generator replica %s ready (%d torch threads)", self.replica_id, threads)
 
-    def _cancel(self, job_id: str) -> None:
+    def _cancel(self, job_id: str, interrupt: bool = False) -> None:
         job = self.active.get(job_id)
         if job is not None:
-            job.request_cancel()
+            job.interrupt() if interrupt else job.request_cancel()
 
     async def load_model(self, model_id: str) -> str:
         """Serve's multiplexed loader (wrapped with ``serve.multiplexed`` per replica)."""
@@ -100,8 +100,9 @@ class GeneratorReplica:
                   loop=asyncio.get_running_loop(), owner=plan.owner, model=plan_model(plan),
                   previews=plan.previews, bus=self.bus, status="running", stage="starting")
         self.active[job_id] = job
-        if self.bus.cancel_requested(job_id):  # cancelled while it waited for a replica
-            job.request_cancel()
+        asked = self.bus.cancel_requested(job_id)  # stopped while it waited for a replica
+        if asked:
+            self._cancel(job_id, asked == "interrupt")
         outcome: dict[str, Any] = {"replica": self.replica_id, "pid": os.getpid()}
         try:
             if model_id:

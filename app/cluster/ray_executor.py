@@ -110,7 +110,7 @@ class RayExecutor(Executor):
             job = Job(id=job_id, record_id=record_id, endpoint=plan.endpoint, run=run,
                       loop=loop, owner=plan.owner, previews=plan.previews,
                       model=plan_model(plan), bus=self.bus, relayed=True)
-            job.on_cancel = lambda: self.bus.request_cancel(job_id)
+            job.on_cancel = lambda interrupt: self.bus.request_cancel(job_id, interrupt)
         place.queue.submit(job, place.slot)
         return job
 

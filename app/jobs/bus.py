@@ -126,21 +126,26 @@ class JobBus:
                      self._channel(job_id), deliver)
 
     # -- cancel ------------------------------------------------------------------------
-    def request_cancel(self, job_id: str) -> None:
+    def request_cancel(self, job_id: str, interrupt: bool = False) -> None:
+        """Ask whoever holds or runs ``job_id`` to stop it: a cancel, or with ``interrupt``
+        a stop because its ingress shuts down (it then ends ``interrupted``)."""
+        how = "interrupt" if interrupt else "cancel"
         pipe = self._redis.pipeline(transaction=False)
-        pipe.set(f"{self.prefix}:cancel:{job_id}", "1", ex=KEEP_S)
-        pipe.publish(self._cancel_channel, job_id)
+        pipe.set(f"{self.prefix}:cancel:{job_id}", how, ex=KEEP_S)
+        pipe.publish(self._cancel_channel, f"{job_id} {how}")
         pipe.execute()
 
-    def cancel_requested(self, job_id: str) -> bool:
+    def cancel_requested(self, job_id: str) -> str | None:
+        """``"cancel"`` or ``"interrupt"`` if a stop was asked for ``job_id``, else None."""
         try:
-            return bool(self._redis.exists(f"{self.prefix}:cancel:{job_id}"))
+            value = self._redis.get(f"{self.prefix}:cancel:{job_id}")
         except Exception:
-            return False
+            return None
+        return value.decode() if value else None
 
-    def listen_cancels(self, on_cancel: Callable[[str], None]) -> None:
-        """Call ``on_cancel(job_id)`` on a background thread for every cancel request any
-        process sends (reconnecting after a Redis outage)."""
+    def listen_cancels(self, on_cancel: Callable[[str, bool], None]) -> None:
+        """Call ``on_cancel(job_id, interrupt)`` on a background thread for every stop
+        request any process sends (reconnecting after a Redis outage)."""
 
         def listen() -> None:
             backoff = 0.5
@@ -152,9 +157,9 @@ class JobBus:
                     while not self._stop.is_set():
                         message = pubsub.get_message(timeout=0.5)
                         if message is not None:
-                            job_id = message["data"].decode()
+                            job_id, _, how = message["data"].decode().partition(" ")
                             try:
-                                on_cancel(job_id)
+                                on_cancel(job_id, how == "interrupt")
                             except Exception:
                                 log.exception("cancel of job %s failed", job_id)
                 except Exception as exc:

@@ -91,20 +91,23 @@ class Job:
     # only its own status and ending; ``on_cancel`` passes a cancel on to that worker.
     bus: Any = None
     relayed: bool = False
-    on_cancel: Callable[[], None] | None = None
+    on_cancel: Callable[[bool], None] | None = None  # called with interrupt: bool
 
     # -- cancel -------------------------------------------------------------------------
     def request_cancel(self) -> None:
-        first = not self._cancel.is_set()
-        self._cancel.set()
-        if first and self.on_cancel is not None and not self.finished:
-            self.on_cancel()
+        self._stop(interrupt=False)
 
     def interrupt(self) -> None:
         """Stop the job because the server shuts down: like a cancel, but it ends (and is
         recorded) ``interrupted``."""
         self.interrupted = True
+        self._stop(interrupt=True)
+
+    def _stop(self, *, interrupt: bool) -> None:
+        first = not self._cancel.is_set()
         self._cancel.set()
+        if first and self.on_cancel is not None and not self.finished:
+            self.on_cancel(interrupt)
 
     def start_clock(self, limit_s: float) -> None:
         """From now on the job may run ``limit_s`` seconds (``BILDWERK_JOB_TIMEOUT_S``)."""

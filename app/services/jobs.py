@@ -101,8 +101,11 @@ class JobService:
             raise Conflict(f"job {job_id} already {row.status}", param="job_id")
         return self.job_status(live[0].cancel(job_id))
 
-    def cancel_local(self, job_id: str) -> None:
-        """A cancel request from the bus: cancel the job if this process holds it."""
+    def cancel_local(self, job_id: str, interrupt: bool = False) -> None:
+        """A cancel request from the bus: cancel the job if this process holds it (an
+        ``interrupt`` comes from the job's own ingress, for the worker: nothing to do)."""
+        if interrupt:
+            return
         live = self._live(job_id)
         if live is not None and not live[1].finished:
             live[0].cancel(job_id)

@@ -49,9 +49,9 @@ def ray_cluster(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def ingress(ray_cluster, cluster_root, embedded_template, shared_database, redis_url):
-    server = start_ingress(
-        cluster_root, "ray-ingress", embedded_template,
+def ray_env(ray_cluster, shared_database, redis_url) -> dict[str, str]:
+    """The settings every ingress of the Ray set-up shares."""
+    return dict(
         BILDWERK_EXECUTOR="ray", BILDWERK_RAY_ADDRESS=ray_cluster,
         BILDWERK_RAY_APP_NAME=f"bw-test-{os.getpid()}",
         BILDWERK_RAY_MIN_REPLICAS="2", BILDWERK_RAY_MAX_REPLICAS="2",
@@ -59,6 +59,11 @@ def ingress(ray_cluster, cluster_root, embedded_template, shared_database, redis
         BILDWERK_DATABASE_URL=shared_database, BILDWERK_REDIS_URL=redis_url,
         BILDWERK_LEASE_S="3", BILDWERK_WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
         RAY_ADDRESS=ray_cluster)
+
+
+@pytest.fixture(scope="module")
+def ingress(ray_env, cluster_root, embedded_template):
+    server = start_ingress(cluster_root, "ray-ingress", embedded_template, **ray_env)
     yield server
     server.stop()
 
@@ -169,3 +174,34 @@ def test_a_webhook_hears_a_ray_job_start_progress_and_complete(ingress):
         assert heard[-1]["data"]["job_id"] == done["job_id"]
     finally:
         receiver.shutdown()
+
+
+def test_a_second_ingress_shares_the_replicas_and_its_shutdown_interrupts_its_ray_job(
+        ingress, ray_env, cluster_root, embedded_template):
+    """Two ingresses, two workers: B uses the Generator replicas A deployed; a job sent to
+    B is followed on A; B's SIGTERM (no grace) stops it on its replica, and the record
+    and A's followers say interrupted."""
+    second = start_ingress(cluster_root, "ray-ingress-b", embedded_template,
+                           BILDWERK_SHUTDOWN_GRACE_S="0", **ray_env)
+    try:
+        accepted = second.post("/txt2img", json=SLOW, headers=ASYNC).json()
+        wait_status(ingress, accepted["job_id"],
+                    lambda s: s["status"] == "running" and s["progress"]["step"] >= 2)
+        got: list[tuple[str, dict]] = []
+        follower = threading.Thread(
+            target=lambda: got.extend(events(ingress, accepted["job_id"])), daemon=True)
+        follower.start()
+        time.sleep(0.3)
+        second.proc.send_signal(signal.SIGTERM)
+        follower.join(60)
+        assert not follower.is_alive(), "A's follower never heard the end"
+        assert got[-1][0] == "interrupted", got[-3:]
+        assert second.proc.wait(60) == 0
+        record = ingress.get(f"/records/{accepted['record_id']}").json()
+        assert record["status"] == "interrupted", record
+        assert record["worker"].startswith("ray:")  # it ran on a replica, not on B
+        steps = [d["progress"]["step"] for e, d in got if e == "progress"]
+        assert not steps or max(steps) < SLOW["steps"]
+    finally:
+        second.stop()
+    run(ingress, FAST)  # the replicas still work for A
