@@ -48,7 +48,7 @@ MAX_EXAMPLES = 20
 # the smallest size the schemas allow and the tiny models' native size here.
 _SIZE_CAP = 64
 _SIZES = {"width", "height", "upscaling_resize_w", "upscaling_resize_h"}
-_CAPS = {"steps": 4, "num_images": 2, "n": 2, "batch_size": 2, "n_iter": 1, "frames": 2,
+_CAPS = {"steps": 2, "num_images": 2, "n": 2, "batch_size": 2, "n_iter": 1, "frames": 2,
          **dict.fromkeys(_SIZES, _SIZE_CAP)}
 _FACTOR_CAPS = {"scale": 2.0, "upscaling_resize": 2.0}  # upscale factors
 _SIZE_STRING = re.compile(r"\s*(\d{1,5})\s*x\s*(\d{1,5})\s*", re.IGNORECASE)  # OpenAI "WxH"
@@ -57,7 +57,7 @@ _MAX_SIDE = 4096  # a larger side in a size string is refused anyway: left as it
 # 25 to 50), and any field whose documented default is above its cap (img2seq's 8 frames,
 # AUTOMATIC1111's 512x512), so the defaults do not run on every case. A size left out of
 # a native route means the model's native resolution, which is small here (_native_64px).
-_FILL_STEPS = 4
+_FILL_STEPS = 2
 _FILL_SIZE = 64
 _FILL_SIZE_PATHS = {"/txt2img", "/inpaint"}  # and these get 64x64 when they leave it out
 _MAX_FRAMES_WITH_KEYFRAMES = 8

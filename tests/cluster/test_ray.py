@@ -34,17 +34,29 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory) -> str:
-    """A Ray head on this machine with 2 CPUs, stopped at the end."""
+    """A Ray head on this machine with 2 CPUs. ``ray start --block`` stays in the
+    foreground and takes its own processes down when terminated, so the cluster of one
+    test process never stops another's (``ray stop`` would stop every cluster here)."""
     port = _free_port()
     temp = Path("/tmp") / f"ray-bw-{os.getpid()}"  # short: Ray's socket paths have a limit
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    started = subprocess.run(
-        [str(RAY), "start", "--head", f"--port={port}", "--num-cpus=2",
+    log = tmp_path_factory.mktemp("ray") / "head.log"
+    head = subprocess.Popen(
+        [str(RAY), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
          "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
-        env=env, capture_output=True, text=True, timeout=120)
-    assert started.returncode == 0, started.stdout + started.stderr
-    yield f"127.0.0.1:{port}"
-    subprocess.run([str(RAY), "stop", "--force"], env=env, capture_output=True, timeout=60)
+        env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while subprocess.run([str(RAY), "status", f"--address={address}"], env=env,
+                         capture_output=True, timeout=60).returncode != 0:
+        assert head.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(1)
+    yield address
+    head.terminate()
+    try:
+        head.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(head.pid, signal.SIGKILL)
     shutil.rmtree(temp, ignore_errors=True)
 
 
