@@ -54,7 +54,25 @@ class Settings(BaseSettings):
     sync_timeout_s: float = Field(
         600.0, gt=0, description="How long a synchronous request waits for its job."
     )
-    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads on CPU.")
+    torch_threads: int | None = Field(
+        None, ge=1, description="torch intra-op threads on CPU. Default: chosen per job by "
+        "the model's size (1 for small models like the embedded one, every core for large "
+        "ones; app/pipelines/fast_path.py).")
+
+    # --- the fast path (app/pipelines/fast_path.py; docs/performance.md) -----------------
+    cpu_dtype: Literal["fp32", "bf16"] = Field(
+        "fp32", description="Weights' dtype on the CPU. bf16 needs native support "
+        "(AVX512-BF16 or AMX; refused at start otherwise) and changes pixels.")
+    cuda_dtype: Literal["fp16", "bf16"] = Field("fp16", description="Weights' dtype on CUDA.")
+    channels_last: Literal["auto", "on", "off"] = Field(
+        "auto", description="channels_last memory format for the UNet and VAE. auto: on "
+        "CUDA only (on the CPU it changes pixels slightly).")
+    compile: Literal["off", "default", "max-autotune"] = Field(
+        "off", description="torch.compile the UNet, warmed up at load (slow the first time; "
+        "the cache is kept in <data_dir>/compile-cache).")
+    vae_tile_above: int = Field(
+        1536, ge=0, description="CUDA: decode with VAE tiling when an image side exceeds "
+        "this many pixels (bounded memory for large images). 0: never.")
     job_timeout_s: float = Field(
         3600.0, gt=0, description="Longest a job may run (from its start, queue time not "
         "counted). A job still running then is stopped at its next denoising step (or its "

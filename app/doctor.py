@@ -120,6 +120,30 @@ def _device(settings: Settings) -> Section:
     return section
 
 
+def _fast_path(settings: Settings) -> Section:
+    """What loaded pipelines will run with (app/pipelines/fast_path.py)."""
+    import torch
+
+    from app.pipelines.fast_path import cpu_has_bf16, usable_cores
+
+    section = Section("Fast path")
+    cuda = torch.cuda.is_available() and settings.device in ("auto", "cuda")
+    section.add("weights", settings.cuda_dtype if cuda else settings.cpu_dtype)
+    if not cuda:
+        section.add("cpu bf16", "native" if cpu_has_bf16() else "not supported")
+    section.add("attention", "sdpa (torch.nn.functional.scaled_dot_product_attention)")
+    section.add("channels_last", "on" if settings.channels_last == "on" or (
+        settings.channels_last == "auto" and cuda) else "off")
+    section.add("torch.compile", settings.compile)
+    section.add("torch threads", settings.torch_threads or
+                f"by model size (1 for small models, {usable_cores()} for large)")
+    if cuda:
+        section.add("tf32", "on")
+        section.add("vae", f"slicing; tiling above {settings.vae_tile_above}px"
+                    if settings.vae_tile_above else "slicing")
+    return section
+
+
 def _nvidia_driver() -> str | None:
     import shutil
     import subprocess
@@ -211,8 +235,8 @@ def _lock(lock_dir: Path | None) -> tuple[Section, LockDrift | None]:
 def report(settings: Settings, lock_dir: Path | None = None) -> tuple[list[Section], bool]:
     """Every section, and whether the installed packages match the lock."""
     lock_section, drift = _lock(find_lock_dir(lock_dir))
-    sections = [_versions(), _device(settings), _storage(settings), _providers(settings),
-                lock_section]
+    sections = [_versions(), _device(settings), _fast_path(settings), _storage(settings),
+                _providers(settings), lock_section]
     return sections, drift is None or drift.ok
 
 

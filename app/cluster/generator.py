@@ -59,6 +59,7 @@ class GeneratorReplica:
 
         threads = settings.ray_torch_threads or max(1, int(settings.ray_num_cpus))
         torch.set_num_threads(threads)
+        settings = settings.model_copy(update={"torch_threads": threads})  # not by size
         configure_logging(settings.log_format)
         self.settings = settings
         self.services = build_services(settings)

@@ -87,6 +87,7 @@ class LoadedModel:
     pipelines: dict[Task, DiffusionPipeline] = field(default_factory=dict)
     resident_bytes: int = 0
     load_seconds: float = 0.0
+    optimizations: list[str] = field(default_factory=list)  # app/pipelines/fast_path.py
 
     @property
     def main(self) -> DiffusionPipeline:
@@ -198,7 +199,9 @@ class ModelRegistry:
     def __init__(self, models_dir: Path, embedded_dir: Path, embedded_id: str,
                  runtime: Runtime, default_model: str | None = None,
                  budget_bytes: int | None = None, hash_cache: HashCache | None = None,
-                 hub_repos: tuple[str, ...] = (), hub_cache_dir: Path | None = None) -> None:
+                 hub_repos: tuple[str, ...] = (), hub_cache_dir: Path | None = None,
+                 fast_path=None) -> None:
+        from app.pipelines.fast_path import FastPath
         from app.pipelines.memory import default_budget_bytes
 
         self.models_dir = models_dir
@@ -210,6 +213,7 @@ class ModelRegistry:
         self.hub_repos = hub_repos
         self.hub_cache_dir = hub_cache_dir
         self.vae_cache = VaeCache(runtime)
+        self.fast_path = fast_path or FastPath()  # what loaded pipelines run with
         self._default = default_model
         self._entries: dict[str, ModelEntry] = {}
         self._vaes: dict[str, VaeEntry] = {}
@@ -412,13 +416,16 @@ class ModelRegistry:
                                       "nor downloadable now", param="model")
             entry.path = snapshot
         pipe = load_pipeline(entry, self.runtime)
+        optimizations = self.fast_path.apply(pipe, self.runtime, entry.native_resolution)
         pipelines: dict[Task, DiffusionPipeline] = {main_task(entry): pipe}
         tasks: tuple[Task, ...] = ("img2img", "inpaint") if entry.variant == "base" else ()
         for task in tasks:
-            derived = family.pipeline_classes[task].from_pipe(pipe)
+            # from_pipe casts the shared modules to its dtype, fp32 unless told: without
+            # it, fp16 weights on CUDA (bf16 on a CPU) became fp32 for every task.
+            derived = family.pipeline_classes[task].from_pipe(pipe, dtype=self.runtime.dtype)
             derived.set_progress_bar_config(disable=True)
             pipelines[task] = derived
-        return LoadedModel(entry=entry, pipelines=pipelines)
+        return LoadedModel(entry=entry, pipelines=pipelines, optimizations=optimizations)
 
     def unload(self, model_id: str) -> bool:
         with self._lock:
@@ -452,11 +459,14 @@ class ModelRegistry:
 
 def build_registry(settings, runtime: Runtime) -> ModelRegistry:
     """The registry as ``settings`` describe it (models dir, embedded model, hub repos,
-    memory budget, hash cache): one construction for the server and every CLI command."""
+    memory budget, hash cache, fast path): one construction for the server and every CLI
+    command."""
+    from app.pipelines.fast_path import FastPath
     return ModelRegistry(
         settings.models_dir, settings.embedded_dir / settings.embedded_model_id,
         settings.embedded_model_id, runtime, settings.default_model,
         budget_bytes=settings.memory_budget_mb * 2**20 if settings.memory_budget_mb else None,
         hash_cache=HashCache(settings.data_dir / "model_hashes.json"),
         hub_repos=tuple(r.strip() for r in settings.hf_models.split(",") if r.strip()),
-        hub_cache_dir=settings.hf_cache_dir)
+        hub_cache_dir=settings.hf_cache_dir,
+        fast_path=FastPath.from_settings(settings, runtime))

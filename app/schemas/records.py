@@ -141,6 +141,10 @@ class ModelInfo(BaseModel):
     short_hash: str | None = None
     loaded: bool
     resident_bytes: int | None = None
+    optimizations: list[str] | None = Field(
+        None, description="What the loaded model runs with: sdpa, channels_last, "
+        "torch.compile, fp16/bf16 weights, tf32, VAE slicing/tiling (docs/performance.md); "
+        "null while not loaded.")
     default: bool
     embedded: bool
     description: str

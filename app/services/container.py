@@ -88,7 +88,8 @@ class Services:
     def runtime(self):
         from app.pipelines.device import resolve_runtime
 
-        return resolve_runtime(self.settings.device)
+        return resolve_runtime(self.settings.device, cpu_dtype=self.settings.cpu_dtype,
+                               cuda_dtype=self.settings.cuda_dtype)
 
     @cached_property
     def registry(self):

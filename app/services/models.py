@@ -33,6 +33,7 @@ class ModelService:
             "sha256": sha, "short_hash": sha[:10] if sha else None,
             "loaded": loaded is not None,
             "resident_bytes": loaded.resident_bytes if loaded else None,
+            "optimizations": loaded.optimizations if loaded else None,
             "default": entry.id == self.registry.default_id, "embedded": entry.embedded,
             "description": entry.description, "context_dim": entry.context_dim,
         }

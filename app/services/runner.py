@@ -90,6 +90,7 @@ def model_session(registry: ModelRegistry, loras: LoraCatalog, entry: ModelEntry
     are removed again however the job ends."""
     reporter.stage_changed("loading_model")
     loaded = registry.load(entry.id)
+    registry.fast_path.use_threads(entry.load_bytes, registry.runtime)  # by model size
     vae = None
     if choice.vae is not None:
         vae = registry.vae_cache.get(choice.vae, entry.family_spec.config_dir())
