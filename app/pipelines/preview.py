@@ -21,11 +21,19 @@ _SDXL_FACTORS = torch.tensor([[0.3920, 0.4054, 0.4549], [-0.2634, -0.0196, 0.065
 VAE_SCALE = 8
 
 
+FULL_SIZE = "bildwerk_full_size"  # PIL info flag: a preview already at the image's size
+TAESD_FOLDERS = {"sdxl": "taesdxl"}  # else "taesd" (SD 1.x/2.x): in BILDWERK_MODELS_DIR
+
+
 def latent_preview(pipe, latents: torch.Tensor) -> Image.Image | None:
-    """The first image of the batch as a preview at the latent's size, or None for a
-    latent this does not know (not four channels)."""
-    if latents.ndim != 4 or latents.shape[1] != 4:
+    """The first image of the batch as a preview: decoded by TAESD when the pipeline has
+    one (``pipe.preview_decoder``, at the image's size), else by the linear map at the
+    latent's size. None for a latent this does not know (not four channels)."""
+    if latents is None or latents.ndim != 4 or latents.shape[1] != 4:
         return None
+    decoder = getattr(pipe, "preview_decoder", None)
+    if decoder is not None:
+        return _taesd_preview(decoder, latents)
     factors = _SDXL_FACTORS if "XL" in type(pipe).__name__ else _SD_FACTORS
     latent = latents[0].detach().to("cpu", torch.float32)
     rgb = torch.einsum("chw,cr->hwr", latent, factors)
@@ -33,8 +41,32 @@ def latent_preview(pipe, latents: torch.Tensor) -> Image.Image | None:
     return Image.fromarray(np.ascontiguousarray(pixels), "RGB")
 
 
+def _taesd_preview(decoder, latents: torch.Tensor) -> Image.Image:
+    with torch.inference_mode():
+        sample = decoder.decode(latents[:1].to(decoder.device, decoder.dtype)).sample
+    pixels = ((sample[0].float().permute(1, 2, 0) + 1.0) * 127.5).clamp(0, 255)
+    image = Image.fromarray(np.ascontiguousarray(pixels.to(torch.uint8).cpu().numpy()), "RGB")
+    image.info[FULL_SIZE] = True
+    return image
+
+
+def load_taesd(models_dir, family: str, runtime):
+    """TAESD for ``family`` from ``models_dir/taesd`` (``taesdxl`` for SDXL), diffusers'
+    ``AutoencoderTiny`` layout; None when it is not there."""
+    folder = models_dir / TAESD_FOLDERS.get(family, "taesd")
+    if not (folder / "config.json").is_file():
+        return None
+    from diffusers import AutoencoderTiny
+
+    decoder = AutoencoderTiny.from_pretrained(folder, local_files_only=True,
+                                              torch_dtype=runtime.dtype)
+    return decoder.to(runtime.device).eval()
+
+
 def full_size(preview: Image.Image) -> Image.Image:
-    """A latent-size preview at the size of the image it will become."""
+    """A latent-size preview at the size of the image it will become (TAESD's already is)."""
+    if preview.info.get(FULL_SIZE):
+        return preview
     return preview.resize((preview.width * VAE_SCALE, preview.height * VAE_SCALE),
                           Image.Resampling.BILINEAR)
 

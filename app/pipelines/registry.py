@@ -417,12 +417,18 @@ class ModelRegistry:
             entry.path = snapshot
         pipe = load_pipeline(entry, self.runtime)
         optimizations = self.fast_path.apply(pipe, self.runtime, entry.native_resolution)
+        from app.pipelines.preview import load_taesd
+
+        pipe.preview_decoder = load_taesd(self.models_dir, entry.family, self.runtime)
+        if pipe.preview_decoder is not None:
+            optimizations.append("taesd previews")
         pipelines: dict[Task, DiffusionPipeline] = {main_task(entry): pipe}
         tasks: tuple[Task, ...] = ("img2img", "inpaint") if entry.variant == "base" else ()
         for task in tasks:
             # from_pipe casts the shared modules to its dtype, fp32 unless told: without
             # it, fp16 weights on CUDA (bf16 on a CPU) became fp32 for every task.
             derived = family.pipeline_classes[task].from_pipe(pipe, dtype=self.runtime.dtype)
+            derived.preview_decoder = pipe.preview_decoder
             derived.set_progress_bar_config(disable=True)
             pipelines[task] = derived
         return LoadedModel(entry=entry, pipelines=pipelines, optimizations=optimizations)

@@ -34,7 +34,8 @@ async def txt2img(body: Annotated[Txt2ImgRequest, Body(openapi_examples=TXT2IMG_
     """Generate `num_images` images from a prompt. Waits for the result unless the request
     sends `Prefer: respond-async`."""
     loop = asyncio.get_running_loop()
-    accepted = await run_in_threadpool(generation.accept_txt2img, body, loop, client)
+    accepted = await run_in_threadpool(generation.accept_txt2img, body, loop, client,
+                                        previews=body.previews)
     return await job_response(request, accepted, jobs, blobs, settings.sync_timeout_s)
 
 
@@ -51,7 +52,8 @@ async def img2img(request: Request, generation: GenerationDep, jobs: JobsDep,
     blob sha256 for `image`) or multipart/form-data with a file."""
     body = await parse_body(request, Img2ImgRequest)
     loop = asyncio.get_running_loop()
-    accepted = await run_in_threadpool(generation.accept_img2img, body, loop, client)
+    accepted = await run_in_threadpool(generation.accept_img2img, body, loop, client,
+                                        previews=body.previews)
     return await job_response(request, accepted, jobs, blobs, settings.sync_timeout_s)
 
 
@@ -68,5 +70,6 @@ async def inpaint(request: Request, generation: GenerationDep, jobs: JobsDep,
     or blob sha256 for `image`/`mask`) or multipart/form-data with files."""
     body = await parse_body(request, InpaintRequest)
     loop = asyncio.get_running_loop()
-    accepted = await run_in_threadpool(generation.accept_inpaint, body, loop, client)
+    accepted = await run_in_threadpool(generation.accept_inpaint, body, loop, client,
+                                        previews=body.previews)
     return await job_response(request, accepted, jobs, blobs, settings.sync_timeout_s)

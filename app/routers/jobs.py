@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.encoders import jsonable_encoder
 from sse_starlette import EventSourceResponse
 
 from app.deps import JobsDep
+from app.errors import NotFound
 from app.schemas.errors import error_responses
 from app.schemas.jobs import JobStatus
 from app.schemas.webhooks import WebhookDeliveries
@@ -74,6 +75,25 @@ async def job_events(job_id: str, request: Request, jobs: JobsDep,
             job.unsubscribe(queue)
 
     return EventSourceResponse(stream(), ping=15)
+
+
+@router.get("/{job_id}/preview", response_class=Response, responses={
+    200: {"description": "The job's latest step preview, the size its image will have.",
+          "content": {"image/png": {}}},
+    **error_responses(_404="Unknown job, or no preview yet (the job asked for none, has "
+                      "not reached one, or finished: its result replaces it).")},
+    summary="A running job's latest step preview")
+def job_preview(job_id: str, jobs: JobsDep, principal: PrincipalDep) -> Response:
+    """For jobs sent with `previews` > 0 (and the compatibility APIs' progress images).
+    Poll it, or follow the `preview` events of /jobs/{id}/events. `X-Preview-Step` says
+    which step it shows."""
+    jobs.status(job_id, owner=principal.owner)  # 404: unknown, or another key's job
+    job = jobs.get(job_id)
+    preview = job.preview if job is not None else None
+    if preview is None:
+        raise NotFound(f"job {job_id} has no step preview now", param="job_id")
+    return Response(preview.png, media_type="image/png", headers={
+        "X-Preview-Step": f"{preview.step}/{preview.total}", "Cache-Control": "no-store"})
 
 
 @router.get("/{job_id}/webhooks", response_model=WebhookDeliveries, responses=_NOT_FOUND,

@@ -91,6 +91,11 @@ class GenerationParams(PromptOptions, ModelChoice):
     webhook: WebhookSpec | None = Field(
         None, description="POST the job's events (started, completed, ...) to this URL, "
         "signed (Standard Webhooks). See docs/webhooks.md.")
+    previews: int = Field(
+        0, ge=0, le=20, description="Step previews to make while denoising, spread over the "
+        "steps: each is a `preview` event on /jobs/{id}/events (a PNG, base64) and the "
+        "latest is at GET /jobs/{id}/preview. A cheap latent-to-RGB picture (TAESD when "
+        "models/taesd is there); it costs a few percent of a step.")
 
     @field_validator("width", "height")
     @classmethod

@@ -27,6 +27,7 @@ POLICY: dict[tuple[str, str], str] = {
     ("GET", "/jobs/{job_id}"): "generate",
     ("GET", "/jobs/{job_id}/events"): "generate",
     ("GET", "/jobs/{job_id}/webhooks"): "generate",  # own jobs only (admin: any)
+    ("GET", "/jobs/{job_id}/preview"): "generate",  # own jobs only (admin: any)
     ("DELETE", "/jobs/{job_id}"): "generate",
     ("GET", "/records"): "read",
     ("GET", "/records/{record_id}"): "read",
