@@ -77,15 +77,18 @@ def cluster_root(tmp_path_factory: pytest.TempPathFactory, embedded_template: Pa
     return root
 
 
-def start_ingress(root: Path, name: str, embedded_template: Path, **env: str) -> Server:
+def start_ingress(root: Path, name: str, embedded_template: Path, *, wait: bool = True,
+                  **env: str) -> Server:
     """``bildwerk serve`` with its own data dir (the embedded tiny model copied in) and the
-    given settings; its output is read on a thread (kept for failure messages)."""
+    given settings; its output is read on a thread (kept for failure messages). With
+    ``wait=False`` it returns at once: call ``server.wait_ready()`` (several start
+    together)."""
     data = root / name
     if not (data / "embedded" / "bildwerk-tiny").exists():
         shutil.copytree(embedded_template, data / "embedded" / "bildwerk-tiny")
     server = Server(data, root / "models", BILDWERK_EMBEDDED_MODEL_ID="bildwerk-tiny",
                     BILDWERK_LOG_FORMAT="text", **env)
-    server.start(ready_timeout=120)
+    server.start(ready_timeout=120, wait=False)
     server.log = []  # type: ignore[attr-defined]
 
     def drain() -> None:
@@ -93,7 +96,7 @@ def start_ingress(root: Path, name: str, embedded_template: Path, **env: str) ->
             server.log.append(line.decode(errors="replace"))
 
     threading.Thread(target=drain, daemon=True).start()
-    return server
+    return server.wait_ready(120) if wait else server
 
 
 def events(server: Server, job_id: str, timeout: float = 60) -> Iterator[tuple[str, dict]]:

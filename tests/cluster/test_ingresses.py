@@ -24,8 +24,9 @@ def pair(cluster_root, embedded_template, shared_database, redis_url, s3_endpoin
     env = {"BILDWERK_CLUSTER": "true", "BILDWERK_DATABASE_URL": shared_database,
            "BILDWERK_REDIS_URL": redis_url, "BILDWERK_BLOB_STORE": f"s3://{bucket}/blobs",
            "BILDWERK_S3_ENDPOINT_URL": s3_endpoint, "BILDWERK_LEASE_S": "3", **S3_ENV}
-    a = start_ingress(cluster_root, "a", embedded_template, **env)
-    b = start_ingress(cluster_root, "b", embedded_template, **env)
+    a = start_ingress(cluster_root, "a", embedded_template, wait=False, **env)
+    b = start_ingress(cluster_root, "b", embedded_template, wait=False, **env)
+    a.wait_ready(120), b.wait_ready(120)  # started together
     yield a, b
     for server in (a, b):
         server.stop()

@@ -29,7 +29,9 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self.base = ""
 
-    def start(self, ready_timeout: float = 90) -> Server:
+    def start(self, ready_timeout: float = 90, wait: bool = True) -> Server:
+        """Start the process; with ``wait`` (default) return once /ready answers 200
+        (else :meth:`wait_ready` later, e.g. to start several servers at once)."""
         port = _free_port()
         env = {**os.environ}
         for name in ("BILDWERK_DATABASE_URL", "BILDWERK_DEFAULT_MODEL", "BILDWERK_AUTH_MODE"):
@@ -42,6 +44,10 @@ class Server:
             [sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=ROOT,
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.base = f"http://127.0.0.1:{port}"
+        return self.wait_ready(ready_timeout) if wait else self
+
+    def wait_ready(self, ready_timeout: float = 90) -> Server:
+        assert self.proc is not None
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
