@@ -291,6 +291,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "gpu.json")
     args = parser.parse_args()
     cases = {name: CASES[name] for name in args.cases.split(",")}
+    if args.tiny:  # every case on the tiny SD1.5 architecture (inpaint: its 9-channel one)
+        cases = {name: {**spec, "family": "sd15"} for name, spec in cases.items()}
     work = Path(tempfile.mkdtemp(prefix="bildwerk-gpu-"))
     models, log = work / "models", work / "servers.log"
     started_at = time.perf_counter()
