@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     compile: Literal["off", "default", "max-autotune"] = Field(
         "off", description="torch.compile the UNet, warmed up at load (slow the first time; "
         "the cache is kept in <data_dir>/compile-cache).")
+    taesd_previews: Literal["auto", "on", "off"] = Field(
+        "auto", description="Decode step previews with TAESD (models/taesd, taesdxl) when "
+        "it is there. auto: on CUDA only; on the CPU a TAESD preview costs about half a step "
+        "(bench/fast_path.py), the linear map 2%.")
     vae_tile_above: int = Field(
         1536, ge=0, description="CUDA: decode with VAE tiling when an image side exceeds "
         "this many pixels (bounded memory for large images). 0: never.")

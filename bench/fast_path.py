@@ -64,7 +64,7 @@ def call(pipe, args) -> tuple[float, np.ndarray]:
     generator = torch.Generator("cpu").manual_seed(7)
     started = time.perf_counter()
     with torch.inference_mode():
-        image = pipe(prompt="a red lighthouse on a green hill", num_inference_steps=args.steps,
+        image = pipe(prompt="a red lighthouse by the sea", num_inference_steps=args.steps,
                      width=args.size, height=args.size, guidance_scale=7.0,
                      generator=generator).images[0]
     return time.perf_counter() - started, np.asarray(image.convert("RGB")).astype(np.float64)

@@ -46,6 +46,7 @@ class FastPath:
     compile_cache: Path | None = None
     vae_tile_above: int = 0  # CUDA: VAE tiling for a side above this (0: never)
     torch_threads: int | None = None  # fixed by BILDWERK_TORCH_THREADS; None: by model size
+    taesd_previews: bool = False  # decode step previews with TAESD when models/taesd exists
 
     @classmethod
     def from_settings(cls, settings, runtime) -> FastPath:
@@ -55,7 +56,9 @@ class FastPath:
         return cls(channels_last=channels_last, compile=settings.compile,
                    compile_cache=settings.data_dir / "compile-cache",
                    vae_tile_above=settings.vae_tile_above if cuda else 0,
-                   torch_threads=settings.torch_threads)
+                   torch_threads=settings.torch_threads,
+                   taesd_previews=settings.taesd_previews == "on" or (
+                       settings.taesd_previews == "auto" and cuda))
 
     def use_threads(self, model_bytes: int, runtime) -> int:
         """Set the torch threads for a job on a model of ``model_bytes`` (CPU only; the

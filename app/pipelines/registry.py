@@ -419,7 +419,8 @@ class ModelRegistry:
         optimizations = self.fast_path.apply(pipe, self.runtime, entry.native_resolution)
         from app.pipelines.preview import load_taesd
 
-        pipe.preview_decoder = load_taesd(self.models_dir, entry.family, self.runtime)
+        pipe.preview_decoder = load_taesd(self.models_dir, entry.family, self.runtime) \
+            if self.fast_path.taesd_previews else None
         if pipe.preview_decoder is not None:
             optimizations.append("taesd previews")
         pipelines: dict[Task, DiffusionPipeline] = {main_task(entry): pipe}

@@ -94,8 +94,9 @@ class GenerationParams(PromptOptions, ModelChoice):
     previews: int = Field(
         0, ge=0, le=20, description="Step previews to make while denoising, spread over the "
         "steps: each is a `preview` event on /jobs/{id}/events (a PNG, base64) and the "
-        "latest is at GET /jobs/{id}/preview. A cheap latent-to-RGB picture (TAESD when "
-        "models/taesd is there); it costs a few percent of a step.")
+        "latest is at GET /jobs/{id}/preview. A cheap latent-to-RGB picture (about 2% of a "
+        "step on the CPU), or TAESD's when models/taesd is there and BILDWERK_TAESD_PREVIEWS "
+        "allows it.")
 
     @field_validator("width", "height")
     @classmethod

@@ -106,6 +106,9 @@ def test_the_settings_choose_channels_last_by_device_and_tiling_on_cuda_only(tmp
     assert FastPath.from_settings(auto, cuda_like).channels_last is True
     assert FastPath.from_settings(auto, cpu).vae_tile_above == 0
     assert FastPath.from_settings(auto, cuda_like).vae_tile_above == 1536
+    # TAESD previews cost about half a step on the CPU (bench/fast_path.py): CUDA only
+    assert not FastPath.from_settings(auto, cpu).taesd_previews
+    assert FastPath.from_settings(auto, cuda_like).taesd_previews
     on = Settings(_env_file=None, data_dir=tmp_path, channels_last="on", compile="default")
     path = FastPath.from_settings(on, cpu)
     assert path.channels_last and path.compile == "default"

@@ -88,7 +88,7 @@ def test_taesd_in_the_models_dir_decodes_the_previews(make_client, models_dir, t
     torch.manual_seed(0)
     AutoencoderTiny(encoder_block_out_channels=(8, 8, 8, 8),
                     decoder_block_out_channels=(8, 8, 8, 8)).save_pretrained(own / "taesd")
-    client = make_client(models_dir=own, max_steps=1000)
+    client = make_client(models_dir=own, max_steps=1000, taesd_previews="on")  # auto: CUDA
     job = client.post("/txt2img", json={**BODY, "steps": 400, "previews": 10},
                       headers=ASYNC).json()
     deadline = time.monotonic() + 60
