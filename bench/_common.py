@@ -21,10 +21,13 @@ def free_port() -> int:
 
 
 def build_model(arch: str, dest: Path) -> Path:
-    """``tiny``: the embedded model's architecture. ``sd15``: the full SD1.5 architecture
-    (860M-parameter UNet) from the shipped configs, with seeded random weights."""
-    from app.pipelines.embedded import build_tiny_sd15
+    """``micro``: the embedded default model (bildwerk-micro, trained). ``tiny``: the random
+    tiny SD1.5 the tests use. ``sd15``: the full SD1.5 architecture (860M-parameter UNet)
+    from the shipped configs, with seeded random weights."""
+    from app.pipelines.embedded import build_tiny_sd15, install_micro
 
+    if arch == "micro":
+        return install_micro(dest)
     if arch == "tiny":
         return build_tiny_sd15(dest)
     import torch
@@ -82,7 +85,7 @@ def add_common_args(parser, default_out: Path) -> None:
     parser.add_argument("--scheduler", default="euler_a")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--arch", default="tiny", choices=["tiny", "sd15"])
+    parser.add_argument("--arch", default="tiny", choices=["micro", "tiny", "sd15"])
     parser.add_argument("--out", type=Path, default=default_out)
 
 

@@ -1,9 +1,12 @@
 """End-to-end HTTP latency of POST /txt2img against the raw diffusers call.
 
-Both sides use the same tiny pipeline (the embedded model's architecture and weights),
-the same scheduler, size, steps and seed. The server runs as a real uvicorn process
-on 127.0.0.1; the raw call runs in this process. Runs alternate (raw, http, raw, http …)
-so machine noise hits both alike, and the ratio of medians is reported.
+Both sides run the same model (``--arch``: the embedded ``micro`` model by default, or the
+random ``tiny`` one, or the full ``sd15`` architecture), scheduler, size, steps, seed and
+thread count. The raw side is exactly the worker's call, in this process: the model
+loaded by the registry with the server's fast path, ``Txt2ImgPipeline`` with a step
+reporter, under ``torch.inference_mode``. The server runs as a real uvicorn process on
+127.0.0.1. Runs alternate (raw, http, raw, http …) so machine noise hits both alike, and
+the ratio of medians is reported: what HTTP, admission, the record and the PNG add.
 
     .venv/bin/python bench/overhead.py --runs 30 --size 64 --steps 20
 
@@ -37,37 +40,49 @@ from bench._common import (  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser, ROOT / "bench" / "results" / "overhead.json")
-    parser.set_defaults(runs=30, warmup=3)
+    parser.set_defaults(runs=30, warmup=3, arch="micro", threads=None)
     args = parser.parse_args()
 
     import torch
 
+    from app.config import Settings
     from app.pipelines.device import resolve_runtime
-    from app.pipelines.schedulers import build_scheduler
+    from app.pipelines.fast_path import FastPath
+    from app.pipelines.progress import StepReporter
+    from app.pipelines.registry import ModelRegistry
+    from app.pipelines.requests import Txt2ImgInput
+    from app.pipelines.txt2img import Txt2ImgPipeline
 
-    torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="bildwerk-bench-"))
     models_dir = work / "models"
     model_dir = build_model(args.arch, models_dir / "bench-model")
     runtime = resolve_runtime(args.device)
+    if args.threads is None:  # what the server chooses for this model
+        from app.pipelines.fast_path import choose_threads, usable_cores
 
-    from diffusers import StableDiffusionPipeline
-    from diffusers.utils import logging as dlog
-
-    dlog.set_verbosity_error()
-    pipe = StableDiffusionPipeline.from_pretrained(
-        model_dir, local_files_only=True, safety_checker=None, requires_safety_checker=False,
-        dtype=runtime.dtype).to(runtime.device)
-    pipe.set_progress_bar_config(disable=True)
+        size = sum(f.stat().st_size for f in model_dir.rglob("*.safetensors"))
+        args.threads = choose_threads(size, usable_cores())
+    # The raw side is exactly the worker's call: the model loaded by the registry with the
+    # server's fast path for these settings, Txt2ImgPipeline with a step reporter, under
+    # inference_mode, with the thread count the server uses (BILDWERK_TORCH_THREADS).
+    torch.set_num_threads(args.threads)
+    settings = Settings(_env_file=None, data_dir=work / "raw-data", models_dir=models_dir,
+                        device=args.device, torch_threads=args.threads)
+    registry = ModelRegistry(models_dir, work / "none", "none", runtime,
+                             fast_path=FastPath.from_settings(settings, runtime))
+    registry.refresh()
+    loaded = registry.load("bench-model")
     body = {"prompt": "a lighthouse", "width": args.size, "height": args.size,
             "steps": args.steps, "seed": 1234, "scheduler": args.scheduler}
+    request = Txt2ImgInput(prompt="a lighthouse", negative_prompt="", width=args.size,
+                           height=args.size, steps=args.steps, guidance_scale=7.0,
+                           seeds=[1234], scheduler=args.scheduler)
 
     def raw_call() -> float:
-        pipe.scheduler = build_scheduler(args.scheduler, pipe.scheduler.config)
+        reporter = StepReporter(report=lambda *_: None, cancelled=lambda: False)
         t0 = time.perf_counter()
-        pipe(prompt=["a lighthouse"], negative_prompt=[""], width=args.size,
-             height=args.size, num_inference_steps=args.steps, guidance_scale=7.0,
-             generator=[torch.Generator("cpu").manual_seed(1234)])
+        with torch.inference_mode():
+            Txt2ImgPipeline(loaded)(request, reporter)
         if runtime.device.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - t0
@@ -110,7 +125,9 @@ def main() -> None:
         "last_server_timings": server_timings,
     }
     write_result(args.out, result)
-    print(f"raw diffusers  median {raw_med * 1000:8.1f} ms  (n={args.runs})")
+    print(f"model {args.arch}, {args.size}x{args.size}, {args.steps} steps, "
+          f"{args.threads} thread(s)")
+    print(f"raw (worker's call) median {raw_med * 1000:8.1f} ms  (n={args.runs})")
     print(f"HTTP /txt2img  median {http_med * 1000:8.1f} ms  (n={args.runs})")
     print(f"ratio {result['ratio']:.4f}  overhead {result['overhead_median_ms']:.1f} ms  "
           f"-> {args.out}")

@@ -27,7 +27,7 @@ from app.errors import BildwerkError, JobCancelled, JobInterrupted
 from app.jobs.job import Job
 from app.jobs.queue import JobQueue
 from app.observability.metrics import plan_model
-from app.services.executor import Executor, LocalPlace
+from app.services.executor import LocalExecutor, LocalPlace
 from app.services.plans import GenerationWork, JobPlan, SequenceWork
 
 log = logging.getLogger("bildwerk.ray")
@@ -45,15 +45,14 @@ class RemoteFailure(BildwerkError):
         self.status_code = error["status_code"]
 
 
-class RayExecutor(Executor):
+class RayExecutor(LocalExecutor):
+    """The local executor's queues and remote-provider jobs; device jobs go to Ray."""
+
     def __init__(self, settings: Settings, device: JobQueue, remote: JobQueue, runner,
                  records, bus) -> None:
+        super().__init__(device, remote, runner, bus=bus)
         self.settings = settings
-        self.device = device
-        self.remote = remote
-        self.runner = runner  # the remote providers' jobs run here
         self.records = records
-        self.bus = bus
         self._handle = None
 
     # -- Ray ---------------------------------------------------------------------------
@@ -83,44 +82,21 @@ class RayExecutor(Executor):
         return {"ray": True, "replicas": running > 0}
 
     # -- Executor ------------------------------------------------------------------------
-    @property
-    def queues(self) -> list[JobQueue]:
-        return [self.device, self.remote]
-
-    def reserve(self, plan: JobPlan) -> LocalPlace:
-        queue = self.remote if plan.remote else self.device
-        return LocalPlace(queue, queue.reserve(plan.owner))
-
-    def release(self, place: LocalPlace) -> None:
-        place.queue.release(place.slot)
-
     def start(self, plan: JobPlan, place: LocalPlace, *, job_id: str, record_id: str,
               loop: asyncio.AbstractEventLoop, accepted_at: float) -> Job:
-        if plan.remote:
-            def run(job: Job):
-                return self.runner.run(plan, job, accepted_at)
+        if plan.remote:  # remote providers: called from here, as by the local executor
+            return super().start(plan, place, job_id=job_id, record_id=record_id,
+                                 loop=loop, accepted_at=accepted_at)
 
-            job = Job(id=job_id, record_id=record_id, endpoint=plan.endpoint, run=run,
-                      loop=loop, owner=plan.owner, previews=plan.previews,
-                      model=plan_model(plan), bus=self.bus)
-        else:
-            def run(job: Job):
-                return self._run_on_replica(plan, job, accepted_at)
+        def run(job: Job):
+            return self._run_on_replica(plan, job, accepted_at)
 
-            job = Job(id=job_id, record_id=record_id, endpoint=plan.endpoint, run=run,
-                      loop=loop, owner=plan.owner, previews=plan.previews,
-                      model=plan_model(plan), bus=self.bus, relayed=True)
-            job.on_cancel = lambda interrupt: self.bus.request_cancel(job_id, interrupt)
+        job = Job(id=job_id, record_id=record_id, endpoint=plan.endpoint, run=run,
+                  loop=loop, owner=plan.owner, previews=plan.previews,
+                  model=plan_model(plan), bus=self.bus, relayed=True)
+        job.on_cancel = lambda interrupt: self.bus.request_cancel(job_id, interrupt)
         place.queue.submit(job, place.slot)
         return job
-
-    def start_workers(self) -> None:
-        self.device.start()
-        self.remote.start()
-
-    def stop_workers(self) -> None:
-        self.device.stop()
-        self.remote.stop()
 
     # -- one device job ------------------------------------------------------------------
     def _run_on_replica(self, plan: JobPlan, job: Job, accepted_at: float):

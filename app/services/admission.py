@@ -51,6 +51,9 @@ class Admission:
         except BildwerkError as exc:
             self.rejections.record(endpoint, request, client, exc)
             raise
+        if isinstance(getattr(request, "previews", None), int):  # asked for: on the record
+            plan = replace(plan, record={**plan.record, "params": {
+                **plan.record["params"], "previews": request.previews}})
         return self.submit(replace(plan, previews=max(0, previews)), loop)
 
     def submit(self, plan: JobPlan, loop: asyncio.AbstractEventLoop) -> Accepted:

@@ -83,39 +83,31 @@ def test_a_result_made_on_a_is_served_by_b_from_the_bucket(pair):
     assert [e for e, _ in events(b, accepted["job_id"])] == ["succeeded"]
 
 
-def test_a_dead_ingress_job_is_reaped_by_the_other_and_its_followers_hear_it(
-        cluster_root, embedded_template, shared_database, redis_url, s3_endpoint, bucket,
-        pair):
-    _, b = pair
-    env = {"BILDWERK_CLUSTER": "true", "BILDWERK_DATABASE_URL": shared_database,
-           "BILDWERK_REDIS_URL": redis_url, "BILDWERK_BLOB_STORE": f"s3://{bucket}/blobs",
-           "BILDWERK_S3_ENDPOINT_URL": s3_endpoint, "BILDWERK_LEASE_S": "3", **S3_ENV}
-    doomed = start_ingress(cluster_root, "c", embedded_template, **env)
-    try:
-        accepted = doomed.post("/txt2img", json=SLOW, headers=ASYNC).json()
-        wait_status(b, accepted["job_id"], lambda s: s["status"] == "running"
-                    and s["progress"]["step"] >= 1)
-        got: list[tuple[str, dict]] = []
-        follower = threading.Thread(target=lambda: got.extend(events(b, accepted["job_id"])),
-                                    daemon=True)
-        follower.start()
-        time.sleep(0.5)
-        doomed.proc.kill()  # kill -9: no shutdown, no record written by it
-        killed_at = time.monotonic()
-        follower.join(30)
-        assert not follower.is_alive(), "the follower never heard the end"
-        assert got and got[-1][0] == "interrupted", (got[-3:], "".join(b.log[-30:]))
-        assert time.monotonic() - killed_at < 3 * 3 + 2  # within a few lease periods
-        record = b.get(f"/records/{accepted['record_id']}").json()
-        assert record["status"] == "interrupted" and record["error_code"] == "interrupted"
-        assert "lease" in record["error_message"]
-        # The survivor keeps working.
-        again = b.post("/txt2img", json=FAST, headers=ASYNC).json()
-        assert wait_status(b, again["job_id"],
-                           lambda s: s["status"] in ("succeeded", "failed"))["status"] \
-            == "succeeded"
-    finally:
-        doomed.stop()
+def test_a_dead_ingress_job_is_reaped_by_the_other_and_its_followers_hear_it(pair):
+    """The module's last test with the pair: A is killed (kill -9) while its job runs."""
+    doomed, b = pair
+    accepted = doomed.post("/txt2img", json=SLOW, headers=ASYNC).json()
+    wait_status(b, accepted["job_id"], lambda s: s["status"] == "running"
+                and s["progress"]["step"] >= 1)
+    got: list[tuple[str, dict]] = []
+    follower = threading.Thread(target=lambda: got.extend(events(b, accepted["job_id"])),
+                                daemon=True)
+    follower.start()
+    time.sleep(0.5)
+    doomed.proc.kill()  # kill -9: no shutdown, no record written by it
+    killed_at = time.monotonic()
+    follower.join(30)
+    assert not follower.is_alive(), "the follower never heard the end"
+    assert got and got[-1][0] == "interrupted", (got[-3:], "".join(b.log[-30:]))
+    assert time.monotonic() - killed_at < 3 * 3 + 2  # within a few lease periods
+    record = b.get(f"/records/{accepted['record_id']}").json()
+    assert record["status"] == "interrupted" and record["error_code"] == "interrupted"
+    assert "lease" in record["error_message"]
+    # The survivor keeps working.
+    again = b.post("/txt2img", json=FAST, headers=ASYNC).json()
+    assert wait_status(b, again["job_id"],
+                       lambda s: s["status"] in ("succeeded", "failed"))["status"] \
+        == "succeeded"
 
 
 @pytest.mark.parametrize("settings, says", [

@@ -8,11 +8,12 @@ from tests.routers.test_img2seq_limits import BASE as SEQUENCE
 
 ASYNC = {"Prefer": "respond-async"}
 FAST = {"prompt": "a harbour", "steps": 2, "width": 64, "height": 64, "seed": 2}
-SLOW = {"prompt": "a long job", "steps": 150, "width": 256, "height": 256, "seed": 3}
+SLOW = {"prompt": "a long job", "steps": 150, "width": 512, "height": 512, "seed": 3}
 
 
 def test_a_job_past_its_time_limit_fails_with_job_time_limit_and_the_next_runs(make_client):
-    client = make_client(job_timeout_s=0.5)
+    # 2 s: the first job (loading the model) fits even on a busy machine; SLOW never does.
+    client = make_client(job_timeout_s=2)
     assert client.post("/txt2img", json=FAST).status_code == 200  # the model is loaded
     job = client.post("/txt2img", json=SLOW, headers=ASYNC).json()
     status = wait_for_job(client, job["job_id"])
