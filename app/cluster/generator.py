@@ -46,8 +46,8 @@ def models_per_replica(settings: Settings, registry) -> int:
 
 
 class GeneratorReplica:
-    """One replica's state and its two entry points, :meth:`run` and :meth:`info`. Wrapped
-    into a Serve deployment by :func:`generator_deployment`."""
+    """One replica's state and its entry point, :meth:`run`. Wrapped into a Serve
+    deployment by :func:`generator_deployment`."""
 
     def __init__(self, settings: Settings) -> None:
         import torch
@@ -72,7 +72,6 @@ class GeneratorReplica:
         self.leases = LeaseKeeper(
             self.services.records, lambda: [job.record_id for job in self.active.values()],
             lease_s=settings.lease_s, reap=False).start()
-        self.jobs_run = 0
         log.info("generator replica %s ready (%d torch threads)", self.replica_id, threads)
 
     def _cancel(self, job_id: str, interrupt: bool = False) -> None:
@@ -104,7 +103,7 @@ class GeneratorReplica:
         asked = self.bus.cancel_requested(job_id)  # stopped while it waited for a replica
         if asked:
             self._cancel(job_id, asked == "interrupt")
-        outcome: dict[str, Any] = {"replica": self.replica_id, "pid": os.getpid()}
+        outcome: dict[str, Any] = {}
         try:
             if model_id:
                 await self.get_model(model_id)
@@ -124,24 +123,14 @@ class GeneratorReplica:
                                                    "param": None})
         finally:
             self.active.pop(job_id, None)
-            self.jobs_run += 1
         return outcome
 
-    async def info(self) -> dict:
-        """Which replica this is, what it holds and has run (for /ready, tests, bench)."""
-        registry = self.services.registry
-        return {"replica": self.replica_id, "pid": os.getpid(),
-                "loaded": [m.id for m in registry.list() if registry.is_loaded(m.id)],
-                "running": list(self.active), "jobs_run": self.jobs_run}
-
     def __del__(self) -> None:  # Serve stops the replica: stop the threads
-        for part in ("leases", "bus"):
-            try:
-                obj = getattr(self, part, None)
-                if obj is not None:
-                    obj.stop() if part == "leases" else obj.close()
-            except Exception:
-                pass
+        try:
+            self.leases.stop()
+            self.bus.close()
+        except Exception:  # __init__ failed half-way, or Redis is gone
+            pass
 
 
 def _error(exc) -> dict:

@@ -117,7 +117,6 @@ class RayExecutor(LocalExecutor):
                 raise JobInterrupted(WORKER_LOST) from None
         finally:
             relay.stop()
-        job.replica = outcome.get("replica")
         status = outcome["status"]
         if status == "succeeded":
             return outcome["result"]

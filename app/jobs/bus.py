@@ -32,9 +32,10 @@ from typing import Any
 
 from fastapi.encoders import jsonable_encoder
 
+from app.jobs.job import TERMINAL
+
 log = logging.getLogger("bildwerk.bus")
 
-TERMINAL_EVENTS = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
 KEEP_S = 24 * 3600  # how long the last snapshot and a cancel request are kept
 
 
@@ -73,7 +74,7 @@ class JobBus:
         try:
             message = json.dumps({"event": event, "data": jsonable_encoder(data)})
             pipe = self._redis.pipeline(transaction=False)
-            if event in ("status", "progress") or event in TERMINAL_EVENTS:
+            if event in ("status", "progress") or event in TERMINAL:
                 snapshot = {k: v for k, v in jsonable_encoder(data).items()
                             if k in ("job_id", "record_id", "endpoint", "status", "stage",
                                      "progress")}
@@ -112,7 +113,7 @@ class JobBus:
                     continue
                 payload = json.loads(message["data"])
                 yield payload["event"], payload["data"]
-                if payload["event"] in TERMINAL_EVENTS:
+                if payload["event"] in TERMINAL:
                     return
         finally:
             await pubsub.aclose()
