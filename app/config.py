@@ -54,6 +54,16 @@ class Settings(BaseSettings):
     sync_timeout_s: float = Field(
         600.0, gt=0, description="How long a synchronous request waits for its job."
     )
+    max_batch: int = Field(
+        0, ge=0, le=64, description="Most images the device worker runs in one pipeline "
+        "call when it batches compatible queued txt2img jobs (same model, size, steps, "
+        "scheduler, guidance, LoRAs, VAE, clip_skip). 0 (auto): BILDWERK_MAX_IMAGES, at most "
+        "8; 1: no batching. A batch also stays within BILDWERK_MAX_BATCH_PIXELS, the memory "
+        "bound of one request. docs/performance.md, \"Batching\".")
+    batch_wait_ms: float = Field(
+        20.0, ge=0, le=5000, description="How long the device worker waits for more "
+        "compatible jobs to join a batch; only while the previous run was a batch, so a "
+        "lone request on an idle server never waits.")
     torch_threads: int | None = Field(
         None, ge=1, description="torch intra-op threads on CPU. Default: chosen per job by "
         "the model's size (1 for small models like the embedded one, every core for large "

@@ -22,6 +22,19 @@ def _finished(job: Job) -> dict:
     raise RuntimeError(f"job {job.id} already ran")
 
 
+@dataclass(frozen=True)
+class BatchTicket:
+    """What a job that may share one pipeline call with others carries (set by the
+    executor; app/services/batching.py): jobs with equal ``key`` are compatible; ``images``
+    and ``pixels`` (per image) count against the batch's limits; ``payload`` is the
+    executor's own (the plan)."""
+
+    key: tuple
+    images: int
+    pixels: int
+    payload: Any = field(default=None, compare=False)
+
+
 @dataclass
 class JobFailure:
     """How a job failed, as its status and the waiting client see it."""
@@ -92,6 +105,7 @@ class Job:
     bus: Any = None
     relayed: bool = False
     on_cancel: Callable[[bool], None] | None = None  # called with interrupt: bool
+    batch: BatchTicket | None = None  # may run in one pipeline call with compatible jobs
 
     # -- cancel -------------------------------------------------------------------------
     def request_cancel(self) -> None:

@@ -1,6 +1,11 @@
 """A bounded job queue drained by worker threads: one per device (local), or one per job
 the Ray executor keeps in flight on its replicas (each waits on a remote run).
 
+With a :class:`BatchPolicy`, a worker that takes a job carrying a
+:class:`~app.jobs.job.BatchTicket` also takes the queued jobs with the same ticket key, up
+to the policy's images and pixels, waiting up to ``wait_s`` for more while the device is
+busy, and runs them together through ``run_batch`` (docs/performance.md, "Batching").
+
 It also counts each owner's live (queued or running) jobs for the per-key limit, and
 closes for shutdown: :meth:`close` refuses new jobs and interrupts the waiting ones,
 :meth:`wait_idle` waits for the running one, :meth:`interrupt_running` stops it.
@@ -9,12 +14,12 @@ closes for shutdown: :meth:`close` refuses new jobs and interrupts the waiting o
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from app.errors import (
     BildwerkError,
@@ -31,6 +36,22 @@ from app.observability.logs import bind_job_context, unbind_job_context
 
 log = logging.getLogger("bildwerk.jobs")
 _STOP = object()
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    """How a device worker batches compatible jobs: at most ``max_images`` images and
+    ``max_pixels`` (images x width x height) in one pipeline call, and up to ``wait_s`` spent
+    waiting for more, only while the previous run was itself a batch (so a lone request on
+    an idle server never waits)."""
+
+    max_images: int
+    max_pixels: int
+    wait_s: float
+
+
+# Runs several started jobs as one; returns, per job in order, its result or its error.
+BatchRun = Callable[[list[Job]], list[Any]]
 
 
 @dataclass(eq=False)
@@ -55,17 +76,22 @@ class JobQueue:
     def __init__(self, maxsize: int, retry_after_s: int, device: str = "cpu",
                  keep_finished: int = 1000,
                  on_cancelled_before_start: Callable[[Job], None] | None = None,
-                 workers: int = 1) -> None:
+                 workers: int = 1, batching: BatchPolicy | None = None,
+                 run_batch: BatchRun | None = None) -> None:
         self.maxsize = maxsize
         self.retry_after_s = retry_after_s
         self.device = device
-        self._queue: queue.Queue = queue.Queue()
+        self._pending: deque = deque()  # jobs (and _STOP) for the workers, in order
+        self.batching = batching
+        self.run_batch = run_batch  # set by the executor that knows how to run a batch
+        self._last_run_batched = False
         self._waiting = 0  # jobs waiting, and places held for jobs being prepared
         self._held = 0  # of those, places held (reserve) and not yet filled (submit)
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._keep_finished = keep_finished
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)  # notified when a job stops running
+        self._ready = threading.Condition(self._lock)  # notified when _pending grows
         self._workers = workers
         self._threads: list[threading.Thread] = []
         self._running: dict[str, Job] = {}
@@ -87,8 +113,9 @@ class JobQueue:
             return
         self.close()
         self.interrupt_running()
-        for _ in self._threads:
-            self._queue.put(_STOP)
+        with self._lock:
+            self._pending.extend([_STOP] * len(self._threads))
+            self._ready.notify_all()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -204,7 +231,9 @@ class JobQueue:
                 self._counted.add(job.id)
             self._trim()
         metrics.job_queued(job)
-        self._queue.put(job)
+        with self._lock:
+            self._pending.append(job)
+            self._ready.notify_all()
 
     def get(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
@@ -226,45 +255,110 @@ class JobQueue:
         return job
 
     # -- worker -------------------------------------------------------------------------
+    def _next(self):
+        with self._lock:
+            while not self._pending:
+                self._ready.wait()
+            return self._pending.popleft()
+
     def _work(self) -> None:
         while True:
-            item = self._queue.get()
+            item = self._next()
             if item is _STOP:
                 return
             job: Job = item
             with self._lock:  # start and mark running in one step, for wait_idle
-                if not job.try_start():
+                if not self._start_locked(job):
                     continue  # cancelled or interrupted while waiting; its place was freed
-                self._waiting -= 1
-                self._running[job.id] = job
-            context = bind_job_context(job)  # job_id, record_id on the job's log lines
+            batch = [job]
+            if self._batches(job):
+                batch += self._gather(job)
+            if len(batch) == 1:
+                self._run(job)
+            else:
+                self._run_together(batch)
+
+    def _start_locked(self, job: Job) -> bool:
+        if not job.try_start():
+            return False
+        self._waiting -= 1
+        self._running[job.id] = job
+        return True
+
+    def _batches(self, job: Job) -> bool:
+        return (self.batching is not None and self.run_batch is not None
+                and job.batch is not None and job.batch.images < self.batching.max_images)
+
+    def _gather(self, first: Job) -> list[Job]:
+        """Take (and start) the queued jobs that can join ``first``'s batch: the same ticket
+        key, within the policy's images and pixels. While the previous run was a batch,
+        wait up to ``wait_s`` for more to arrive; else take only what already waits."""
+        policy, key = self.batching, first.batch.key
+        images, pixels = first.batch.images, first.batch.images * first.batch.pixels
+        joined: list[Job] = []
+        deadline = time.monotonic() + (policy.wait_s if self._last_run_batched else 0.0)
+        with self._lock:
+            while True:
+                for job in list(self._pending):
+                    ticket = getattr(job, "batch", None)
+                    if ticket is None or ticket.key != key:
+                        continue
+                    if images + ticket.images > policy.max_images or \
+                            pixels + ticket.images * ticket.pixels > policy.max_pixels:
+                        continue
+                    self._pending.remove(job)
+                    if self._start_locked(job):
+                        joined.append(job)
+                        images += ticket.images
+                        pixels += ticket.images * ticket.pixels
+                left = deadline - time.monotonic()
+                if left <= 0 or images >= policy.max_images:
+                    break
+                self._ready.wait(left)
+        return joined
+
+    def _run(self, job: Job) -> None:
+        self._last_run_batched = False
+        context = bind_job_context(job)  # job_id, record_id on the job's log lines
+        metrics.job_left_queue(job)
+        metrics.job_running(+1)
+        log.info("job started (%s)", job.endpoint)
+        try:
+            settle(job, job.run(job))
+        except BaseException as exc:  # noqa: BLE001 (settle re-raises only non-Exceptions)
+            settle(job, exc)
+        finally:
+            metrics.job_running(-1)
+            log.info("job finished: %s", job.status)
+            unbind_job_context(context)
+            self._done_running([job])
+
+    def _run_together(self, jobs: list[Job]) -> None:
+        self._last_run_batched = True
+        for job in jobs:
             metrics.job_left_queue(job)
             metrics.job_running(+1)
-            log.info("job started (%s)", job.endpoint)
+        log.info("batch of %d jobs started (%s): %s", len(jobs), jobs[0].endpoint,
+                 ", ".join(job.id for job in jobs))
+        try:
             try:
-                result = job.run(job)
-                job.finish("succeeded", result=result)
-            except JobCancelled as exc:
-                if isinstance(exc, JobInterrupted) or job.interrupted:
-                    job.finish("interrupted", result=exc.partial, error=JobFailure(
-                        "interrupted", JobInterrupted().message, 503))
-                else:
-                    job.finish("cancelled", result=exc.partial,
-                               error=JobFailure(exc.code, exc.message, exc.status_code))
-            except BildwerkError as exc:
-                job.finish("failed", error=JobFailure(exc.code, exc.message, exc.status_code,
-                                                    exc.param))
-            except Exception as exc:  # the worker must survive anything a job does
-                log.exception("job %s crashed", job.id)
-                job.finish("failed", error=JobFailure("internal_error", str(exc), 500))
-            finally:
-                metrics.job_running(-1)
-                log.info("job finished: %s", job.status)
-                unbind_job_context(context)
-                with self._lock:
-                    self._running.pop(job.id, None)
-                    self._release(job)
-                    self._idle.notify_all()
+                outcomes = self.run_batch(jobs)
+            except Exception as exc:  # the worker must survive anything a batch does
+                log.exception("batch crashed")
+                outcomes = [exc] * len(jobs)
+            for job, outcome in zip(jobs, outcomes, strict=True):
+                settle(job, outcome)
+        finally:
+            metrics.job_running(-len(jobs))
+            log.info("batch finished: %s", ", ".join(job.status for job in jobs))
+            self._done_running(jobs)
+
+    def _done_running(self, jobs: list[Job]) -> None:
+        with self._lock:
+            for job in jobs:
+                self._running.pop(job.id, None)
+                self._release(job)
+            self._idle.notify_all()
 
     def _release(self, job: Job) -> None:
         """Stop counting ``job`` against its owner (call with the lock held)."""
@@ -283,3 +377,27 @@ class JobQueue:
         finished = [jid for jid, j in self._jobs.items() if j.finished]
         for jid in finished[: max(0, len(finished) - self._keep_finished)]:
             self._jobs.pop(jid, None)
+
+
+def settle(job: Job, outcome: Any) -> None:
+    """End ``job`` with ``outcome``: its result, or the error its run raised (a cancel, an
+    interrupt, a :class:`BildwerkError` or anything else). A no-op once the job ended (a
+    job cancelled inside a batch ends at once, before the batch does)."""
+    if not isinstance(outcome, BaseException):
+        job.finish("succeeded", result=outcome)
+    elif isinstance(outcome, JobCancelled):
+        if isinstance(outcome, JobInterrupted) or job.interrupted:
+            job.finish("interrupted", result=outcome.partial, error=JobFailure(
+                "interrupted", JobInterrupted().message, 503))
+        else:
+            job.finish("cancelled", result=outcome.partial,
+                       error=JobFailure(outcome.code, outcome.message, outcome.status_code))
+    elif isinstance(outcome, BildwerkError):
+        job.finish("failed", error=JobFailure(outcome.code, outcome.message,
+                                              outcome.status_code, outcome.param))
+    elif isinstance(outcome, Exception):
+        log.error("job %s crashed", job.id, exc_info=outcome)
+        job.finish("failed", error=JobFailure("internal_error", str(outcome), 500))
+    else:  # KeyboardInterrupt, SystemExit: end the job, then let it through
+        job.finish("failed", error=JobFailure("internal_error", repr(outcome), 500))
+        raise outcome

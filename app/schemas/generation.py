@@ -107,7 +107,12 @@ class GenerationParams(PromptOptions, ModelChoice):
 
 
 class Txt2ImgRequest(GenerationParams):
-    pass
+    batch: bool = Field(
+        True, description="Let the server run this job in one pipeline call with other "
+        "queued jobs of the same model, size, steps, scheduler, guidance, LoRAs, VAE and "
+        "clip_skip (more images per second under load). A batched image matches the same "
+        "request run alone within rounding (PSNR >= 40 dB); false runs it alone, for exact "
+        "bytes. docs/performance.md, \"Batching\".")
 
 
 class InpaintRequest(GenerationParams):

@@ -151,8 +151,12 @@ class Services:
         # With Ray, the device queue keeps one job in flight per replica there can be.
         in_flight = s.ray_max_replicas if s.executor == "ray" else 1
         device = "ray" if s.executor == "ray" else self.runtime.name
+        from app.services.batching import batch_policy
+
+        batching = batch_policy(s) if s.executor == "local" else None
         return (JobQueue(s.queue_max, s.retry_after_s, device=device,
-                         on_cancelled_before_start=record_cancelled, workers=in_flight),
+                         on_cancelled_before_start=record_cancelled, workers=in_flight,
+                         batching=batching),
                 JobQueue(s.queue_max, s.retry_after_s, device="remote",
                          on_cancelled_before_start=record_cancelled))
 

@@ -7,6 +7,9 @@ device, and one for the remote providers, each running plans through
 :class:`~app.services.runner.PlanRunner` in this process. Because a plan is plain data, an
 executor that runs plans in other processes or on other machines implements the same
 three steps (reserve, start, release) without touching the services.
+
+Batching is the local executor's: its device queue may run compatible txt2img jobs as one
+pipeline call (app/services/batching.py, BILDWERK_MAX_BATCH, BILDWERK_BATCH_WAIT_MS).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from app.jobs.job import Job
 from app.jobs.queue import JobQueue, Slot
 from app.observability.metrics import plan_model
+from app.services.batching import batch_ticket
 from app.services.plans import JobPlan
 from app.services.runner import PlanRunner
 
@@ -56,6 +60,7 @@ class LocalExecutor(Executor):
         self.remote = remote
         self.runner = runner
         self.bus = bus  # several ingresses: events go to the others too (app/jobs/bus.py)
+        device.run_batch = self._run_batch  # batching, when the queue has a policy
 
     @property
     def queues(self) -> list[JobQueue]:
@@ -72,12 +77,19 @@ class LocalExecutor(Executor):
 
         job = Job(id=job_id, record_id=record_id, endpoint=plan.endpoint, run=run, loop=loop,
                   owner=plan.owner, previews=plan.previews, model=plan_model(plan),
-                  bus=self.bus)
+                  bus=self.bus, batch=batch_ticket(plan, accepted_at))
         place.queue.submit(job, place.slot)
         return job
 
     def release(self, place: LocalPlace) -> None:
         place.queue.release(place.slot)
+
+    def _run_batch(self, jobs: list[Job]) -> list:
+        items = []
+        for job in jobs:
+            plan, accepted_at = job.batch.payload
+            items.append((plan, job, accepted_at))
+        return self.runner.run_batch(items)
 
     def start_workers(self) -> None:
         self.device.start()

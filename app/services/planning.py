@@ -9,7 +9,7 @@ What comes out is plain data: the worker never validates again.
 from __future__ import annotations
 
 import secrets
-from dataclasses import fields
+from dataclasses import fields, replace
 
 from PIL import Image
 
@@ -80,8 +80,12 @@ class Planner:
                             guidance_scale=req.guidance_scale, seeds=seeds,
                             scheduler=req.scheduler, loras=choice.lora_refs,
                             vae=req.vae, clip_skip=req.clip_skip)
-        return self._generation_plan("txt2img", chain, entry, choice, remote_model, args,
+        plan = self._generation_plan("txt2img", chain, entry, choice, remote_model, args,
                                      prepared, client, uploads=(), webhook=webhook)
+        if not req.batch:  # run alone, for exact bytes: on the record too
+            plan = replace(plan, batch=False, record={
+                **plan.record, "params": {**plan.record["params"], "batch": False}})
+        return plan
 
     def inpaint(self, req: InpaintRequest, client: dict | None,
                 endpoint: str = "inpaint", legacy: bool = False,

@@ -98,3 +98,4 @@ class JobPlan:
     uploads: tuple[Upload, ...] = field(default=())
     previews: int = 0  # step previews to make while denoising (app.pipelines.preview)
     webhook: WebhookTarget | None = None  # where to POST its events (app.webhooks)
+    batch: bool = True  # may share a pipeline call with compatible jobs (app/services/batching.py)

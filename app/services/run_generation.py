@@ -50,16 +50,7 @@ class GenerationRun:
                 last = exc
                 ctx.job.reporter().check_cancelled()
                 continue
-            attempts.append({"provider": name, "status": "succeeded",
-                             "model": done.fields["model"],
-                             "seconds": round(time.perf_counter() - started, 4)})
-            flags = sorted({f for img in done.fields["images"] for f in img.get("flags", [])})
-            if flags:
-                attempts[-1]["flags"] = flags
-            done.provider, done.attempts = name, attempts
-            done.fields.update(provider=name, attempts=attempts, usage=done.usage,
-                               prompting=work.prompting)
-            return done
+            return completed(work, done, name, attempts, time.perf_counter() - started)
         assert last is not None
         raise ChainFailed(last, attempts)
 
@@ -75,7 +66,7 @@ class GenerationRun:
             output = pipeline(loaded, vae)(work.args, reporter)
             t2 = ctx.lap("inference_s", t1)
         reporter.stage_changed("saving", reporter.total)
-        done = self._store(ctx, work, work.entry.id, output)
+        done = self.store(ctx, work, work.entry.id, output)
         ctx.lap("save_s", t2)
         return done
 
@@ -87,12 +78,12 @@ class GenerationRun:
                                          work.remote_model)
         t1 = ctx.lap("inference_s", t0)
         reporter.stage_changed("saving")
-        done = self._store(ctx, work, result.model, output, provider=name)
+        done = self.store(ctx, work, result.model, output, provider=name)
         done.usage = result.usage
         ctx.lap("save_s", t1)
         return done
 
-    def _store(self, ctx: RunContext, work: GenerationWork, model: str,
+    def store(self, ctx: RunContext, work: GenerationWork, model: str,
                output: GenerationOutput, provider: str = LOCAL) -> Finished:
         args = work.args
         params = public_params(args)
@@ -120,6 +111,20 @@ class GenerationRun:
         return Finished(fields=fields, outputs=outputs, seeds=list(output.seeds),
                         prompt_used=args.prompt, mask_applied_sha256=mask_sha,
                         provider=provider)
+
+
+def completed(work: GenerationWork, done: Finished, name: str, attempts: list[dict],
+              seconds: float) -> Finished:
+    """``done`` as the result of provider ``name``'s attempt, after ``attempts`` failed."""
+    attempts = [*attempts, {"provider": name, "status": "succeeded",
+                            "model": done.fields["model"], "seconds": round(seconds, 4)}]
+    flags = sorted({f for img in done.fields["images"] for f in img.get("flags", [])})
+    if flags:
+        attempts[-1]["flags"] = flags
+    done.provider, done.attempts = name, attempts
+    done.fields.update(provider=name, attempts=attempts, usage=done.usage,
+                       prompting=work.prompting)
+    return done
 
 
 def _padded(flags: list, count: int) -> list:

@@ -50,6 +50,7 @@ class RunContext:
     job: Job
     accepted_at: float
     timings: dict[str, float] = field(default_factory=dict)
+    started: float = 0.0  # perf_counter when it started running
 
     def lap(self, name: str, since: float) -> float:
         now = time.perf_counter()
@@ -121,12 +122,7 @@ class PlanRunner:
     def run(self, plan: JobPlan, job: Job, accepted_at: float) -> Result:
         """Run ``plan`` as ``job`` (on the worker thread) and record how it ended. Returns
         the result, or raises the job's error (with ``partial``: the frames made)."""
-        ctx = RunContext(job, accepted_at)
-        started = time.perf_counter()
-        ctx.timings["queued_s"] = round(started - ctx.accepted_at, 4)
-        metrics.job_started(started - ctx.accepted_at)
-        self.records.mark_running(job.record_id)
-        job.start_clock(self.settings.job_timeout_s)
+        ctx = self.begin(job, accepted_at)
         try:
             with torch.inference_mode():
                 if isinstance(plan.work, GenerationWork):
@@ -135,42 +131,54 @@ class PlanRunner:
                     done = self.sequence.run(ctx, plan.work)
                 else:
                     done = self.upscale.run(ctx, plan.work)
-        except JobCancelled as exc:
-            ended: tuple[str, BildwerkError] = ("cancelled", exc)
-            if job.interrupted:  # the server is shutting down
-                ended = ("interrupted", JobInterrupted(partial=exc.partial))
-        except BildwerkError as exc:
-            ended = ("failed", exc)
-        except torch.cuda.OutOfMemoryError:
-            ended = ("failed", OutOfMemory("the device ran out of memory; try fewer or "
-                                           "smaller images"))
         except Exception as exc:
-            if _is_oom(exc):
-                ended = ("failed", OutOfMemory("the machine ran out of memory; try fewer or "
-                                               "smaller images"))
-            else:
-                log.exception("job %s failed", job.id)
-                ended = ("failed", GenerationFailed(f"generation failed: {exc}"))
+            ended = classify(job, exc)
         else:
-            metrics.job_ended(plan, "succeeded", time.perf_counter() - started)
-            ctx.timings["total_s"] = round(time.perf_counter() - ctx.accepted_at, 4)
-            self.records.finish(job.record_id, status="succeeded", seeds=done.seeds,
-                                timings=ctx.timings, prompt_used=done.prompt_used,
-                                outputs=done.outputs,
-                                mask_applied_sha256=done.mask_applied_sha256,
-                                provider=done.provider, attempts=done.attempts,
-                                usage=done.usage)
-            return build_result(plan.endpoint, done.fields, "succeeded", ctx.timings)
+            return self.succeed(plan, ctx, done)
         # Out of the except block, so the traceback no longer pins activations.
-        status, error = ended
-        metrics.job_ended(plan, status, time.perf_counter() - started)
+        raise self.fail(plan, ctx, *ended)
+
+    def run_batch(self, items: list[tuple[JobPlan, Job, float]]) -> list:
+        """Run compatible txt2img plans as one pipeline call (app/services/run_batch.py);
+        per job, in order, its result or its error."""
+        from app.services.run_batch import BatchRun
+
+        return BatchRun(self).run(items)
+
+    # -- a job's record, from running to how it ended -------------------------------------
+    def begin(self, job: Job, accepted_at: float) -> RunContext:
+        """The job starts running: its record says so and its time limit starts."""
+        ctx = RunContext(job, accepted_at)
+        ctx.started = time.perf_counter()
+        ctx.timings["queued_s"] = round(ctx.started - ctx.accepted_at, 4)
+        metrics.job_started(ctx.started - ctx.accepted_at)
+        self.records.mark_running(job.record_id)
+        job.start_clock(self.settings.job_timeout_s)
+        return ctx
+
+    def succeed(self, plan: JobPlan, ctx: RunContext, done: Finished) -> Result:
+        metrics.job_ended(plan, "succeeded", time.perf_counter() - ctx.started)
+        ctx.timings["total_s"] = round(time.perf_counter() - ctx.accepted_at, 4)
+        self.records.finish(ctx.job.record_id, status="succeeded", seeds=done.seeds,
+                            timings=ctx.timings, prompt_used=done.prompt_used,
+                            outputs=done.outputs,
+                            mask_applied_sha256=done.mask_applied_sha256,
+                            provider=done.provider, attempts=done.attempts,
+                            usage=done.usage)
+        return build_result(plan.endpoint, done.fields, "succeeded", ctx.timings)
+
+    def fail(self, plan: JobPlan, ctx: RunContext, status: str,
+             error: BildwerkError) -> BildwerkError:
+        """Record how the job ended (``status``, ``error``, the partial outputs if any),
+        free what the failure left, and return the error to raise (``partial`` set)."""
+        metrics.job_ended(plan, status, time.perf_counter() - ctx.started)
         if isinstance(error, OutOfMemory):
             self.registry.after_oom()  # drop other models and VAEs, give the cache back
             self.upscaler_models.clear()
         free_memory(self.registry.runtime)
         partial: Finished | None = getattr(error, "partial", None)
         ctx.timings["total_s"] = round(time.perf_counter() - ctx.accepted_at, 4)
-        self.records.finish(job.record_id, status=status,
+        self.records.finish(ctx.job.record_id, status=status,
                             seeds=partial.seeds if partial else list(plan.seeds),
                             timings=ctx.timings,
                             outputs=partial.outputs if partial else [],
@@ -178,10 +186,26 @@ class PlanRunner:
                             attempts=getattr(error, "attempts", None))
         if partial is not None:
             error.partial = build_result(plan.endpoint, partial.fields, status, ctx.timings)
-        raise error
+        return error
 
 
-def _is_oom(exc: BaseException) -> bool:
+def classify(job: Job, exc: Exception) -> tuple[str, BildwerkError]:
+    """How a job whose work raised ``exc`` ended, and the error it ends with."""
+    if isinstance(exc, JobCancelled):
+        if job.interrupted:  # the server is shutting down
+            return "interrupted", JobInterrupted(partial=exc.partial)
+        return "cancelled", exc
+    if isinstance(exc, BildwerkError):
+        return "failed", exc
+    if isinstance(exc, torch.cuda.OutOfMemoryError) or is_oom(exc):
+        where = "device" if isinstance(exc, torch.cuda.OutOfMemoryError) else "machine"
+        return "failed", OutOfMemory(f"the {where} ran out of memory; try fewer or smaller "
+                                     "images")
+    log.error("job %s failed", job.id, exc_info=exc)
+    return "failed", GenerationFailed(f"generation failed: {exc}")
+
+
+def is_oom(exc: BaseException) -> bool:
     """CPU and MPS allocators raise plain RuntimeErrors when memory runs out."""
     text = str(exc).lower()
     return isinstance(exc, RuntimeError | MemoryError) and (
