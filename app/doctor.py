@@ -125,6 +125,7 @@ def _fast_path(settings: Settings) -> Section:
     import torch
 
     from app.pipelines.fast_path import cpu_has_bf16, usable_cores
+    from app.services.batching import batch_policy
 
     section = Section("Fast path")
     cuda = torch.cuda.is_available() and settings.device in ("auto", "cuda")
@@ -136,7 +137,11 @@ def _fast_path(settings: Settings) -> Section:
         settings.channels_last == "auto" and cuda) else "off")
     section.add("torch.compile", settings.compile)
     section.add("torch threads", settings.torch_threads or
-                f"by model size (1 for small models, {usable_cores()} for large)")
+                f"by model size (1 for one image of a small model, {usable_cores()} for "
+                "large models and batches)")
+    policy = batch_policy(settings) if settings.executor == "local" else None
+    section.add("batching", f"up to {policy.max_images} images per call, waits "
+                f"{settings.batch_wait_ms:g} ms while busy" if policy else "off")
     if cuda:
         section.add("tf32", "on")
         section.add("vae", f"slicing; tiling above {settings.vae_tile_above}px"

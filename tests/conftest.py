@@ -286,7 +286,8 @@ def make_settings(tmp_path: Path, models_dir: Path, embedded_template: Path,
                       # the fast random tiny model, not the shipped micro model (the
                       # default): tests/training/test_micro_model.py covers that one
                       embedded_model_id="bildwerk-tiny",
-                      shutdown_grace_s=2)  # a test that leaves a job running does not wait 30 s
+                      shutdown_grace_s=2,  # a test that leaves a job running does not wait 30 s
+                      torch_threads=TORCH_THREADS)  # a batch would take every core
         values.update(overrides)
         return Settings(_env_file=None, **values)
 

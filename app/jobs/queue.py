@@ -291,12 +291,16 @@ class JobQueue:
 
     def _gather(self, first: Job) -> list[Job]:
         """Take (and start) the queued jobs that can join ``first``'s batch: the same ticket
-        key, within the policy's images and pixels. While the previous run was a batch,
-        wait up to ``wait_s`` for more to arrive; else take only what already waits."""
+        key, within the policy's images and pixels. While the previous run was a batch (the
+        server is busy), keep waiting as long as compatible jobs keep arriving less than
+        ``wait_s`` apart, or places are held for jobs being admitted, up to ``4 * wait_s``
+        in all; else take only what already waits."""
         policy, key = self.batching, first.batch.key
         images, pixels = first.batch.images, first.batch.images * first.batch.pixels
         joined: list[Job] = []
-        deadline = time.monotonic() + (policy.wait_s if self._last_run_batched else 0.0)
+        wait = policy.wait_s if self._last_run_batched else 0.0
+        now = time.monotonic()
+        last_arrival, cap = now, now + 4 * wait
         with self._lock:
             while True:
                 for job in list(self._pending):
@@ -311,8 +315,12 @@ class JobQueue:
                         joined.append(job)
                         images += ticket.images
                         pixels += ticket.images * ticket.pixels
-                left = deadline - time.monotonic()
-                if left <= 0 or images >= policy.max_images:
+                        last_arrival = time.monotonic()
+                if images >= policy.max_images:
+                    break
+                until = cap if self._held else min(cap, last_arrival + wait)
+                left = until - time.monotonic()
+                if left <= 0:
                     break
                 self._ready.wait(left)
         return joined

@@ -55,7 +55,7 @@ class BatchRun:
         try:
             with torch.inference_mode(), model_session(
                     runner.registry, runner.generation.loras, work.entry, work.choice,
-                    reporter) as (loaded, vae):
+                    reporter, images=row) as (loaded, vae):
                 t1 = time.perf_counter()
                 outputs = Txt2ImgPipeline(loaded, vae).together(
                     [plan.work.args for plan, _job, _accepted in items], reporter)

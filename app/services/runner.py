@@ -86,12 +86,14 @@ def build_result(endpoint: str, fields: dict, status: str,
 
 @contextmanager
 def model_session(registry: ModelRegistry, loras: LoraCatalog, entry: ModelEntry,
-                  choice: Choice, reporter) -> Iterator[tuple[LoadedModel, object]]:
-    """Load the model (within the memory budget), its request VAE and LoRAs; the LoRAs
-    are removed again however the job ends."""
+                  choice: Choice, reporter,
+                  images: int = 1) -> Iterator[tuple[LoadedModel, object]]:
+    """Load the model (within the memory budget), its request VAE and LoRAs, for pipeline
+    calls of ``images`` images; the LoRAs are removed again however the job ends."""
     reporter.stage_changed("loading_model")
     loaded = registry.load(entry.id)
-    registry.fast_path.use_threads(entry.load_bytes, registry.runtime)  # by model size
+    # torch threads by the model's size and the images per call
+    registry.fast_path.use_threads(entry.load_bytes, registry.runtime, images)
     vae = None
     if choice.vae is not None:
         vae = registry.vae_cache.get(choice.vae, entry.family_spec.config_dir())

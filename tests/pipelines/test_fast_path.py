@@ -74,16 +74,18 @@ def test_bf16_is_refused_on_a_cpu_without_it(monkeypatch):
     assert resolve_runtime("cpu").dtype == torch.float32
 
 
-@pytest.mark.parametrize("model_bytes, cores, workers, threads", [
-    (50 << 20, 8, 1, 1),  # a small model: one thread, its steps are too short to split
-    (2 << 30, 8, 1, 8),  # a large one: every core
-    (2 << 30, 8, 2, 4),  # shared by two workers: never oversubscribed
-    (2 << 30, 1, 4, 1),
-    (0, 4, 1, 4),  # unknown size: all cores
+@pytest.mark.parametrize("model_bytes, cores, workers, images, threads", [
+    (50 << 20, 8, 1, 1, 1),  # one image of a small model: its steps are too short to split
+    (50 << 20, 8, 1, 4, 8),  # a batch of them: every core
+    (50 << 20, 8, 2, 4, 4),
+    (2 << 30, 8, 1, 1, 8),  # a large model: every core
+    (2 << 30, 8, 2, 1, 4),  # shared by two workers: never oversubscribed
+    (2 << 30, 1, 4, 1, 1),
+    (0, 4, 1, 1, 4),  # unknown size: all cores
 ])
-def test_torch_threads_follow_the_model_size_and_the_workers(model_bytes, cores, workers,
-                                                             threads):
-    assert choose_threads(model_bytes, cores, workers) == threads
+def test_torch_threads_follow_the_model_size_the_images_and_the_workers(
+        model_bytes, cores, workers, images, threads):
+    assert choose_threads(model_bytes, cores, workers, images) == threads
 
 
 def test_a_fixed_thread_count_wins_and_the_job_sets_it():
@@ -122,3 +124,6 @@ def test_doctor_names_the_fast_path(tmp_path):
                               ).lines)
     assert section["torch.compile"] == "default" and section["weights"] == "fp32"
     assert section["channels_last"] == "off" and "by model size" in section["torch threads"]
+    assert section["batching"] == "up to 8 images per call, waits 20 ms while busy"
+    off = dict(_fast_path(Settings(_env_file=None, data_dir=tmp_path, max_batch=1)).lines)
+    assert off["batching"] == "off"
