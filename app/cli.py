@@ -49,15 +49,24 @@ def _services():
 def serve(host: str = typer.Option("127.0.0.1", help="Interface to bind."),
           port: int = typer.Option(8000, help="Port to listen on."),
           log_level: str = typer.Option("info", help="uvicorn log level.")) -> None:
-    """Start the HTTP server (settings from BILDWERK_* variables and .env)."""
+    """Start the HTTP server (settings from BILDWERK_* variables and .env): BILDWERK_WORKERS
+    processes on one port, each a whole server with its own device worker."""
     import uvicorn
 
+    from app.cluster.checks import ClusterMisconfigured, check_cluster
     from app.config import Settings
     from app.observability.logs import configure_logging
 
+    settings = Settings()
+    try:
+        check_cluster(settings)  # several processes: PostgreSQL and Redis, before forking
+    except ClusterMisconfigured as exc:
+        typer.echo(f"bildwerk serve: {exc}", err=True)
+        raise typer.Exit(2) from None
     # BILDWERK_LOG_FORMAT: in JSON, uvicorn's lines too (its own text config is skipped)
-    json_logs = configure_logging(Settings().log_format) == "json"
+    json_logs = configure_logging(settings.log_format) == "json"
     uvicorn.run("app.main:app", host=host, port=port, log_level=log_level,
+                workers=settings.workers if settings.workers > 1 else None,
                 **({"log_config": None} if json_logs else {}))
 
 

@@ -299,6 +299,13 @@ class Settings(BaseSettings):
         "local", description="Who runs device jobs: local (worker threads in this process) "
         "or ray (Generator replicas on a Ray cluster; install bildwerk[ray]). ray needs "
         "PostgreSQL and BILDWERK_REDIS_URL.")
+    workers: int = Field(
+        1, ge=1, le=64, description="Server processes `bildwerk serve` starts on its one "
+        "port, each a whole server with its own device worker and its own copy of the "
+        "models, its torch threads its share of the cores (cores // workers). For small "
+        "models on the CPU, several single-thread processes out-run one process using every "
+        "core. More than 1 makes them ingresses of one cluster: needs PostgreSQL and "
+        "BILDWERK_REDIS_URL, as BILDWERK_CLUSTER does.")
     cluster: bool = Field(
         False, description="This process is one of several ingresses sharing the database "
         "(behind a load balancer). Needs PostgreSQL and BILDWERK_REDIS_URL; implied by "
@@ -398,8 +405,9 @@ class Settings(BaseSettings):
 
     @property
     def shared(self) -> bool:
-        """Several processes share the database (several ingresses, or Ray workers)."""
-        return self.cluster or self.executor == "ray"
+        """Several processes share the database (several ingresses or server processes,
+        or Ray workers)."""
+        return self.cluster or self.executor == "ray" or self.workers > 1
 
     @property
     def resolved_database_url(self) -> str:

@@ -55,16 +55,17 @@ def build_model(arch: str, dest: Path) -> Path:
 
 
 def start_server(models_dir: Path, data_dir: Path, model_id: str, threads: int,
-                  device: str, env: dict | None = None):
-    """A uvicorn server on 127.0.0.1 serving ``model_id``; ``env``: more settings."""
+                  device: str, env: dict | None = None, serve: bool = False):
+    """A uvicorn server on 127.0.0.1 serving ``model_id``; ``env``: more settings;
+    ``serve``: started as ``bildwerk serve`` (which honours BILDWERK_WORKERS)."""
     port = free_port()
     env = {**os.environ, "BILDWERK_DATA_DIR": str(data_dir),
            "BILDWERK_MODELS_DIR": str(models_dir), "BILDWERK_DEFAULT_MODEL": model_id,
            "BILDWERK_DEVICE": device, "BILDWERK_TORCH_THREADS": str(threads),
            "HF_HUB_OFFLINE": "1", **(env or {})}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port),
-         "--log-level", "warning"], cwd=ROOT, env=env)
+    command = (["-m", "app.cli", "serve"] if serve else ["-m", "uvicorn", "app.main:app"])
+    proc = subprocess.Popen([sys.executable, *command, "--port", str(port), "--log-level",
+                             "warning"], cwd=ROOT, env=env)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

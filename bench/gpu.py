@@ -12,8 +12,10 @@ configs, one run, every figure side by side:
 Each case runs as raw diffusers (the same pipeline call, in this process), as Bildwerk
 with its defaults, and as Bildwerk's fast path (``BILDWERK_CHANNELS_LAST=on`` and
 ``BILDWERK_COMPILE=default``), both over HTTP against a real server. Then, on SD1.5: 8
-concurrent clients (images/s), the cancel latency (DELETE to ``cancelled``), and the GPU
-memory before and after an induced out-of-memory error (``bildwerk_gpu_memory_bytes``).
+concurrent clients (images/s; batched, the default: up to 8 compatible jobs per pipeline
+call, each response's ``timings.batch_images`` says how many), the cancel latency
+(DELETE to ``cancelled``), and the GPU memory before and after an induced out-of-memory
+error (``bildwerk_gpu_memory_bytes``).
 
 Targets (H100-class): SDXL 1024²/30 <= 1.5 s, SD1.5 512²/50 <= 0.5 s, kiosk inpaint p50
 <= 1.0 s. Writes bench/results/gpu.json. ``--tiny --device cpu`` runs the same steps on
@@ -236,13 +238,15 @@ async def _clients(server: Server, case: str, spec: dict, size: int, steps: int,
             r = await http.post(server.base + path, json=body(case, spec, size, steps, i))
             r.raise_for_status()
             latencies.append(time.perf_counter() - started)
+            batched.append(r.json()["timings"].get("batch_images", 1))
 
+    batched: list[int] = []
     async with httpx.AsyncClient(timeout=900) as http:
         started = time.perf_counter()
         await asyncio.gather(*(client(http) for _ in range(clients)))
         elapsed = time.perf_counter() - started
     return {"clients": clients, "jobs": jobs, "images_per_s": round(jobs / elapsed, 3),
-            **summary(latencies)}
+            "mean_batch_images": round(sum(batched) / len(batched), 2), **summary(latencies)}
 
 
 def cancel_latency(server: Server, case: str, spec: dict, size: int) -> dict:

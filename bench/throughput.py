@@ -6,11 +6,15 @@ architecture with random weights). Three parts, one after the other on the same 
 
 1. **raw**: the worker's own call (``Txt2ImgPipeline`` on the model the registry loads with
    the server's fast path and thread count), one image at a time, ``--raw-images`` times;
-   measured before and after the servers, and averaged.
+   measured before and after each server part, which is compared with the mean of the
+   two (these machines are shared; their speed drifts over minutes).
 2. **server, batching off** (``BILDWERK_MAX_BATCH=1``): 1, 4 and 8 closed-loop HTTP clients
    (``--clients``), each sending ``--requests`` synchronous POST /txt2img one after the
    other (different prompts and seeds).
 3. **server, batching on** (the defaults): the same clients.
+4. with ``--workers N --postgres-url URL --redis-url URL``: ``bildwerk serve`` with
+   ``BILDWERK_WORKERS=N`` (N server processes on one port, their threads ``cores // N``),
+   batching off and on, on a fresh PostgreSQL database that is dropped afterwards.
 
 For every part: images/s, its ratio to raw, and the p50 and p95 request latency.
 
@@ -28,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -133,7 +138,9 @@ def server_part(args, models_dir: Path, data_dir: Path, env: dict) -> list[dict]
     # single image of a small model, as the raw side; the cores for a batch. All clients
     # are one loopback caller, so the per-caller job limit is lifted.
     proc, base = start_server(models_dir, data_dir, "bench-model", args.threads,
-                              args.device, env={"BILDWERK_TORCH_THREADS": "", "BILDWERK_MAX_QUEUED_PER_KEY": "0", **env})
+                              args.device, env={"BILDWERK_TORCH_THREADS": "",
+                                                "BILDWERK_MAX_QUEUED_PER_KEY": "0", **env},
+                              serve="BILDWERK_WORKERS" in env)
     try:
         with httpx.Client(base_url=base, timeout=600) as http:  # load and warm up
             for i in range(args.warmup):
@@ -146,6 +153,25 @@ def server_part(args, models_dir: Path, data_dir: Path, env: dict) -> list[dict]
         proc.wait(60)
 
 
+@contextmanager
+def fresh_postgres(admin_url: str):
+    """A new PostgreSQL database on ``admin_url``'s server (its URL), dropped afterwards."""
+    import uuid
+
+    import sqlalchemy
+
+    name = f"bildwerk_bench_{uuid.uuid4().hex[:8]}"
+    engine = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser, ROOT / "bench" / "results" / "throughput.json")
@@ -156,6 +182,13 @@ def main() -> None:
                         help="requests each client sends, one after the other")
     parser.add_argument("--raw-images", type=int, default=12,
                         help="images the raw part makes (each time it runs)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="also run BILDWERK_WORKERS=N server processes (needs "
+                        "--postgres-url and --redis-url)")
+    parser.add_argument("--postgres-url",
+                        default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+                        help="a PostgreSQL server where a database may be created")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     args = parser.parse_args()
     args.out = args.out or ROOT / "bench" / "results" / f"throughput_{args.arch}.json"
 
@@ -181,35 +214,51 @@ def main() -> None:
     registry.refresh()
     loaded = registry.load("bench-model")
     raw_part(args, loaded, runtime)  # warm up
-    raw_before = raw_part(args, loaded, runtime)
 
-    plain = server_part(args, models_dir, work / "data-plain", {"BILDWERK_MAX_BATCH": "1"})
-    batching = server_part(args, models_dir, work / "data-batch", {})
-    raw_after = raw_part(args, loaded, runtime)
-    raw_ips = (raw_before["images_per_s"] + raw_after["images_per_s"]) / 2
-    for row in plain + batching:
-        row["vs_raw"] = round(row["images_per_s"] / raw_ips, 3)
+    # Each server part runs between two raw parts, and is compared with their mean: these
+    # machines are shared, and their speed drifts over minutes.
+    parts = [("off", "http_batching_off", {"BILDWERK_MAX_BATCH": "1"}),
+             ("on", "http_batching_on", {})]
+    raws: list[dict] = []
+    rows_of: dict[str, list[dict]] = {}
+    with ExitStack() as stack:
+        if args.workers > 1:
+            shared = {"BILDWERK_WORKERS": str(args.workers),
+                      "BILDWERK_REDIS_URL": args.redis_url,
+                      "BILDWERK_DATABASE_URL": stack.enter_context(
+                          fresh_postgres(args.postgres_url))}
+            parts += [(f"off, {args.workers} proc", "http_workers_batching_off",
+                       {**shared, "BILDWERK_MAX_BATCH": "1"}),
+                      (f"on, {args.workers} proc", "http_workers_batching_on", shared)]
+        raws.append(raw_part(args, loaded, runtime))
+        for _name, key, env in parts:
+            rows = server_part(args, models_dir, work / f"data-{key}", env)
+            raws.append(raw_part(args, loaded, runtime))
+            raw_ips = (raws[-2]["images_per_s"] + raws[-1]["images_per_s"]) / 2
+            for row in rows:
+                row["raw_images_per_s"] = round(raw_ips, 4)
+                row["vs_raw"] = round(row["images_per_s"] / raw_ips, 3)
+            rows_of[key] = rows
 
     result = {
         "benchmark": "throughput", "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine_info(args),
         "params": {"arch": args.arch, "size": args.size, "steps": args.steps,
                    "scheduler": args.scheduler, "requests_per_client": args.requests,
-                   "raw_images": args.raw_images, "threads": args.threads},
-        "raw_sequential": {"before": raw_before, "after": raw_after,
-                           "images_per_s": round(raw_ips, 4)},
-        "http_batching_off": plain, "http_batching_on": batching,
+                   "raw_images": args.raw_images, "threads": args.threads,
+                   "workers": args.workers if args.workers > 1 else None},
+        "raw_sequential": raws, **rows_of,
     }
     write_result(args.out, result)
     print(f"model {args.arch}, {args.size}x{args.size}, {args.steps} steps, "
-          f"{args.threads} torch thread(s)")
-    print(f"raw sequential: {raw_ips:.3f} images/s (before {raw_before['images_per_s']}, "
-          f"after {raw_after['images_per_s']})")
-    print(f"{'batching':<9} {'clients':>7} {'images/s':>9} {'vs raw':>7} {'p50 s':>7} "
+          f"{args.threads} torch thread(s) raw")
+    print("raw sequential images/s, around the parts: "
+          + ", ".join(f"{raw['images_per_s']:.3f}" for raw in raws))
+    print(f"{'batching':<14} {'clients':>7} {'images/s':>9} {'vs raw':>7} {'p50 s':>7} "
           f"{'p95 s':>7} {'batch':>6}")
-    for name, rows in (("off", plain), ("on", batching)):
-        for row in rows:
-            print(f"{name:<9} {row['clients']:>7} {row['images_per_s']:>9.3f} "
+    for name, key, _env in parts:
+        for row in rows_of[key]:
+            print(f"{name:<14} {row['clients']:>7} {row['images_per_s']:>9.3f} "
                   f"{row['vs_raw']:>7.3f} {row['p50_s']:>7.3f} {row['p95_s']:>7.3f} "
                   f"{row['mean_batch_images']:>6.2f}")
     print(f"-> {args.out}")

@@ -206,6 +206,23 @@ def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 DATABASES = os.environ.get("BILDWERK_TEST_DATABASES", "sqlite,postgresql").split(",")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A module about images and pipelines, whose PostgreSQL runs would only repeat the
+    record writes that the record, job, persistence and reliability tests check on both
+    databases, says ``RUN_ON_DATABASES = ("sqlite",)``: its PostgreSQL variants are
+    deselected (listed as such in pytest's summary)."""
+    keep, drop = [], []
+    for item in items:
+        kinds = getattr(getattr(item, "module", None), "RUN_ON_DATABASES", None)
+        callspec = getattr(item, "callspec", None)
+        kind = callspec.params.get("database_url") if callspec is not None else None
+        (drop if kinds is not None and kind is not None and kind not in kinds
+         else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 # The PostgreSQL databases (by URL) that database_url made from the migrated template.
 _PREMIGRATED: set[str] = set()
 _APP_CHAIN = ("database_url", "make_settings", "make_client", "client")

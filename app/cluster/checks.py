@@ -10,11 +10,13 @@ class ClusterMisconfigured(RuntimeError):
 
 
 def check_cluster(settings: Settings) -> None:
-    """Refuse to start a shared set-up (BILDWERK_CLUSTER, or BILDWERK_EXECUTOR=ray) on
-    SQLite or without Redis."""
+    """Refuse to start a shared set-up (BILDWERK_CLUSTER, BILDWERK_WORKERS > 1, or
+    BILDWERK_EXECUTOR=ray) on SQLite or without Redis."""
     if not settings.shared:
         return
-    why = ("BILDWERK_EXECUTOR=ray" if settings.executor == "ray" else "BILDWERK_CLUSTER=true")
+    why = ("BILDWERK_EXECUTOR=ray" if settings.executor == "ray" else
+           "BILDWERK_CLUSTER=true" if settings.cluster else
+           f"BILDWERK_WORKERS={settings.workers}")
     if settings.resolved_database_url.startswith("sqlite"):
         raise ClusterMisconfigured(
             f"{why} needs PostgreSQL: several processes write the records, and SQLite is "

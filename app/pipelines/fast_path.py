@@ -46,6 +46,7 @@ class FastPath:
     compile_cache: Path | None = None
     vae_tile_above: int = 0  # CUDA: VAE tiling for a side above this (0: never)
     torch_threads: int | None = None  # fixed by BILDWERK_TORCH_THREADS; None: by model size
+    workers: int = 1  # server processes sharing the cores (BILDWERK_WORKERS)
     taesd_previews: bool = False  # decode step previews with TAESD when models/taesd exists
 
     @classmethod
@@ -56,7 +57,7 @@ class FastPath:
         return cls(channels_last=channels_last, compile=settings.compile,
                    compile_cache=settings.data_dir / "compile-cache",
                    vae_tile_above=settings.vae_tile_above if cuda else 0,
-                   torch_threads=settings.torch_threads,
+                   torch_threads=settings.torch_threads, workers=settings.workers,
                    taesd_previews=settings.taesd_previews == "on" or (
                        settings.taesd_previews == "auto" and cuda))
 
@@ -67,7 +68,7 @@ class FastPath:
         if runtime.device.type != "cpu":
             return torch.get_num_threads()
         threads = self.torch_threads or choose_threads(model_bytes, usable_cores(),
-                                                       images=images)
+                                                       self.workers, images)
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
         return threads

@@ -10,6 +10,9 @@ from fastapi.testclient import TestClient
 from app.compat.openai_images.errors import openai_error_response
 from tests.utils.images import png_bytes, scene
 
+# Images and pipelines: PostgreSQL would only repeat the record writes (tests/conftest.py).
+RUN_ON_DATABASES = ("sqlite",)
+
 GEN = "/v1/images/generations"
 FAST = {"prompt": "x", "size": "64x64", "steps": 2, "seed": 1}
 TAG = "OpenAI Images API (/v1)"

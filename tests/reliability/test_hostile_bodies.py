@@ -17,6 +17,9 @@ import pytest
 from tests.security.conftest import bearer, make_key
 from tests.utils.images import box_mask, data_url, png_bytes, scene
 
+# Images and pipelines: PostgreSQL would only repeat the record writes (tests/conftest.py).
+RUN_ON_DATABASES = ("sqlite",)
+
 ASYNC = {"Prefer": "respond-async"}
 SLOW = {"prompt": "a long job", "steps": 150, "width": 256, "height": 256, "seed": 1}
 FAST = {"prompt": "fast", "steps": 1, "width": 64, "height": 64, "seed": 2}

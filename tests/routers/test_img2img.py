@@ -12,6 +12,9 @@ from app.imaging.fit import fit_image
 from tests.conftest import wait_for_job
 from tests.utils.images import data_url, decode, pixels, png_bytes, scene
 
+# Images and pipelines: PostgreSQL would only repeat the record writes (tests/conftest.py).
+RUN_ON_DATABASES = ("sqlite",)
+
 SIZE = (100, 76)  # not a multiple of 8: the output is 96x72
 
 

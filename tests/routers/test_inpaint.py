@@ -10,6 +10,9 @@ from PIL import Image
 
 from tests.utils.images import box_mask, data_url, decode, kiosk_mask, pixels, png_bytes, scene
 
+# Images and pipelines: PostgreSQL would only repeat the record writes (tests/conftest.py).
+RUN_ON_DATABASES = ("sqlite",)
+
 SIZE = (100, 76)  # deliberately not a multiple of 8
 BOX = (30, 20, 59, 45)
 

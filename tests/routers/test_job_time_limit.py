@@ -6,6 +6,9 @@ from __future__ import annotations
 from tests.conftest import wait_for_job
 from tests.routers.test_img2seq_limits import BASE as SEQUENCE
 
+# Images and pipelines: PostgreSQL would only repeat the record writes (tests/conftest.py).
+RUN_ON_DATABASES = ("sqlite",)
+
 ASYNC = {"Prefer": "respond-async"}
 FAST = {"prompt": "a harbour", "steps": 2, "width": 64, "height": 64, "seed": 2}
 SLOW = {"prompt": "a long job", "steps": 150, "width": 512, "height": 512, "seed": 3}

@@ -6,6 +6,9 @@ import numpy as np
 
 from tests.utils.images import data_url, decode, kiosk_mask, pixels, scene
 
+# Images and pipelines: PostgreSQL would only repeat the record writes (tests/conftest.py).
+RUN_ON_DATABASES = ("sqlite",)
+
 SIZE = (120, 90)
 BOX = (40, 30, 70, 55)
 

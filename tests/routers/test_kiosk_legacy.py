@@ -14,6 +14,9 @@ from PIL import Image, ImageDraw
 from tests.security.conftest import bearer, make_key
 from tests.utils.images import data_url, decode, kiosk_mask, pixels, scene
 
+# Images and pipelines: PostgreSQL would only repeat the record writes (tests/conftest.py).
+RUN_ON_DATABASES = ("sqlite",)
+
 SIZE = (120, 90)
 BOX = (40, 30, 70, 55)
 

@@ -31,6 +31,9 @@ from app.schemas.upscale import UpscaleRequest
 from tests.conftest import wait_for_job
 from tests.utils.images import box_mask, png_bytes, scene
 
+# Images and pipelines: PostgreSQL would only repeat the record writes (tests/conftest.py).
+RUN_ON_DATABASES = ("sqlite",)
+
 ASYNC = {"Prefer": "respond-async"}
 IMAGE = png_bytes(scene(64, 64, seed=4))
 MASK = png_bytes(box_mask((64, 64), (8, 8, 40, 40)))

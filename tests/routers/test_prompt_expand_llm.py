@@ -12,6 +12,9 @@ from tests.fakes.gemini_server import Scripted as GeminiScripted
 from tests.fakes.gemini_server import fake_gemini
 from tests.fakes.openai_server import Scripted, fake_openai
 
+# Images and pipelines: PostgreSQL would only repeat the record writes (tests/conftest.py).
+RUN_ON_DATABASES = ("sqlite",)
+
 KEY = "sk-test-not-a-real-key"
 WISH = "ein See mitten in Olpe"
 

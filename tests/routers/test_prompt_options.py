@@ -8,6 +8,9 @@ import numpy as np
 
 from tests.utils.images import data_url, decode, kiosk_mask, pixels, scene
 
+# Images and pipelines: PostgreSQL would only repeat the record writes (tests/conftest.py).
+RUN_ON_DATABASES = ("sqlite",)
+
 SMALL = {"width": 64, "height": 64, "steps": 2, "seed": 4}
 WISH = "ein See mitten in Olpe"
 

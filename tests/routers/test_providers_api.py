@@ -17,6 +17,9 @@ from tests.fakes.gemini_server import fake_gemini
 from tests.fakes.openai_server import Scripted, fake_openai
 from tests.utils.images import box_mask, data_url, decode, kiosk_mask, pixels, scene
 
+# Images and pipelines: PostgreSQL would only repeat the record writes (tests/conftest.py).
+RUN_ON_DATABASES = ("sqlite",)
+
 KEY = "sk-test-SECRET-openai"
 HF_TOKEN = "hf_SECRET_token_value"
 GEMINI_KEY = "AIza-SECRET-gemini"

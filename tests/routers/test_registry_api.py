@@ -20,6 +20,9 @@ from safetensors import safe_open
 from tests.conftest import wait_for_job
 from tests.utils.images import decode, pixels
 
+# Images and pipelines: PostgreSQL would only repeat the record writes (tests/conftest.py).
+RUN_ON_DATABASES = ("sqlite",)
+
 FAST = {"prompt": "a lighthouse", "steps": 3, "width": 64, "height": 64, "seed": 11}
 ASYNC = {"Prefer": "respond-async"}
 ROOT = Path(__file__).resolve().parents[2]

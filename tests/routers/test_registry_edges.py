@@ -12,6 +12,9 @@ from tests.conftest import wait_for_job
 from tests.routers.test_jobs import read_events
 from tests.utils.images import data_url, scene
 
+# Images and pipelines: PostgreSQL would only repeat the record writes (tests/conftest.py).
+RUN_ON_DATABASES = ("sqlite",)
+
 FAST = {"prompt": "a mill", "steps": 3, "width": 64, "height": 64, "seed": 2}
 SEQ = {"image": data_url(scene(64, 64)), "prompt": "x", "frames": 2, "steps": 4,
        "width": 64, "height": 64}

@@ -9,6 +9,9 @@ import pytest
 
 from tests.utils.images import decode, pixels
 
+# Images and pipelines: PostgreSQL would only repeat the record writes (tests/conftest.py).
+RUN_ON_DATABASES = ("sqlite",)
+
 # Image handling, not storage: these run on SQLite alone (records, jobs and keys are
 # checked on both databases by the other tests here and in tests/persistence).
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

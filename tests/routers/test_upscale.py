@@ -12,6 +12,9 @@ from PIL import Image
 from tests.conftest import wait_for_job
 from tests.utils.images import data_url, decode, png_bytes, scene
 
+# Images and pipelines: PostgreSQL would only repeat the record writes (tests/conftest.py).
+RUN_ON_DATABASES = ("sqlite",)
+
 # Image handling, not storage: these run on SQLite alone (records, jobs and keys are
 # checked on both databases by the other tests here and in tests/persistence).
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -4,6 +4,7 @@ slow sockets)."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -40,9 +41,11 @@ class Server:
                     "BILDWERK_MODELS_DIR": str(self.models_dir), "BILDWERK_DEVICE": "cpu",
                     "BILDWERK_TORCH_THREADS": "1", "BILDWERK_MAX_STEPS": "1000",
                     "HF_HUB_OFFLINE": "1", **self.env})
+        # Its own process group: stop() ends every process it started (BILDWERK_WORKERS).
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=ROOT,
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True)
         self.base = f"http://127.0.0.1:{port}"
         return self.wait_ready(ready_timeout) if wait else self
 
@@ -77,12 +80,19 @@ class Server:
 
     def output(self) -> str:
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.kill()
+        self._kill()
         out, _ = self.proc.communicate(timeout=30)
         return out.decode(errors="replace")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
+            self._kill()
             self.proc.communicate(timeout=30)
+
+    def _kill(self) -> None:
+        """SIGKILL the server and every process of its group (uvicorn's workers)."""
+        assert self.proc is not None
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
