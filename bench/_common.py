@@ -54,6 +54,36 @@ def build_model(arch: str, dest: Path) -> Path:
     return dest
 
 
+def worker_model(args):
+    """The bench model (``args.arch``) built in a temporary folder and loaded exactly as the
+    server's worker loads it: the registry with the server's fast path for these settings
+    and the thread count the server chooses for it (``args.threads`` when given; it is set
+    to that count). Returns ``(work folder, models folder, loaded model, runtime)``."""
+    import tempfile
+
+    import torch
+
+    from app.config import Settings
+    from app.pipelines.device import resolve_runtime
+    from app.pipelines.fast_path import FastPath, choose_threads, usable_cores
+    from app.pipelines.registry import ModelRegistry
+
+    work = Path(tempfile.mkdtemp(prefix="bildwerk-bench-"))
+    models_dir = work / "models"
+    model_dir = build_model(args.arch, models_dir / "bench-model")
+    runtime = resolve_runtime(args.device)
+    if args.threads is None:  # what the server chooses for one image of this model
+        size = sum(f.stat().st_size for f in model_dir.rglob("*.safetensors"))
+        args.threads = choose_threads(size, usable_cores())
+    torch.set_num_threads(args.threads)
+    settings = Settings(_env_file=None, data_dir=work / "raw-data", models_dir=models_dir,
+                        device=args.device, torch_threads=args.threads)
+    registry = ModelRegistry(models_dir, work / "none", "none", runtime,
+                             fast_path=FastPath.from_settings(settings, runtime))
+    registry.refresh()
+    return work, models_dir, registry.load("bench-model"), runtime
+
+
 def start_server(models_dir: Path, data_dir: Path, model_id: str, threads: int,
                   device: str, env: dict | None = None, serve: bool = False):
     """A uvicorn server on 127.0.0.1 serving ``model_id``; ``env``: more settings;

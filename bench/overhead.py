@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,9 +29,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench._common import (  # noqa: E402
     add_common_args,
-    build_model,
     machine_info,
     start_server,
+    worker_model,
     write_result,
 )
 
@@ -45,33 +44,14 @@ def main() -> None:
 
     import torch
 
-    from app.config import Settings
-    from app.pipelines.device import resolve_runtime
-    from app.pipelines.fast_path import FastPath
     from app.pipelines.progress import StepReporter
-    from app.pipelines.registry import ModelRegistry
     from app.pipelines.requests import Txt2ImgInput
     from app.pipelines.txt2img import Txt2ImgPipeline
 
-    work = Path(tempfile.mkdtemp(prefix="bildwerk-bench-"))
-    models_dir = work / "models"
-    model_dir = build_model(args.arch, models_dir / "bench-model")
-    runtime = resolve_runtime(args.device)
-    if args.threads is None:  # what the server chooses for this model
-        from app.pipelines.fast_path import choose_threads, usable_cores
-
-        size = sum(f.stat().st_size for f in model_dir.rglob("*.safetensors"))
-        args.threads = choose_threads(size, usable_cores())
     # The raw side is exactly the worker's call: the model loaded by the registry with the
     # server's fast path for these settings, Txt2ImgPipeline with a step reporter, under
     # inference_mode, with the thread count the server uses (BILDWERK_TORCH_THREADS).
-    torch.set_num_threads(args.threads)
-    settings = Settings(_env_file=None, data_dir=work / "raw-data", models_dir=models_dir,
-                        device=args.device, torch_threads=args.threads)
-    registry = ModelRegistry(models_dir, work / "none", "none", runtime,
-                             fast_path=FastPath.from_settings(settings, runtime))
-    registry.refresh()
-    loaded = registry.load("bench-model")
+    work, models_dir, loaded, runtime = worker_model(args)
     body = {"prompt": "a lighthouse", "width": args.size, "height": args.size,
             "steps": args.steps, "seed": 1234, "scheduler": args.scheduler}
     request = Txt2ImgInput(prompt="a lighthouse", negative_prompt="", width=args.size,

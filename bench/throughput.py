@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from contextlib import ExitStack, contextmanager
@@ -43,9 +42,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench._common import (  # noqa: E402
     add_common_args,
-    build_model,
     machine_info,
     start_server,
+    worker_model,
     write_result,
 )
 
@@ -192,27 +191,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out = args.out or ROOT / "bench" / "results" / f"throughput_{args.arch}.json"
 
-    import torch
-
-    from app.config import Settings
-    from app.pipelines.device import resolve_runtime
-    from app.pipelines.fast_path import FastPath, choose_threads, usable_cores
-    from app.pipelines.registry import ModelRegistry
-
-    work = Path(tempfile.mkdtemp(prefix="bildwerk-bench-"))
-    models_dir = work / "models"
-    model_dir = build_model(args.arch, models_dir / "bench-model")
-    runtime = resolve_runtime(args.device)
-    if args.threads is None:  # what the server chooses for this model
-        size = sum(f.stat().st_size for f in model_dir.rglob("*.safetensors"))
-        args.threads = choose_threads(size, usable_cores())
-    torch.set_num_threads(args.threads)
-    settings = Settings(_env_file=None, data_dir=work / "raw-data", models_dir=models_dir,
-                        device=args.device, torch_threads=args.threads)
-    registry = ModelRegistry(models_dir, work / "none", "none", runtime,
-                             fast_path=FastPath.from_settings(settings, runtime))
-    registry.refresh()
-    loaded = registry.load("bench-model")
+    work, models_dir, loaded, runtime = worker_model(args)
     raw_part(args, loaded, runtime)  # warm up
 
     # Each server part runs between two raw parts, and is compared with their mean: these
