@@ -65,6 +65,10 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to bind."),
         raise typer.Exit(2) from None
     # BILDWERK_LOG_FORMAT: in JSON, uvicorn's lines too (its own text config is skipped)
     json_logs = configure_logging(settings.log_format) == "json"
+    if settings.workers > 1:  # what the processes must not do at once, done here
+        from app.lifecycle import prepare_for_workers
+
+        prepare_for_workers(settings)
     uvicorn.run("app.main:app", host=host, port=port, log_level=log_level,
                 workers=settings.workers if settings.workers > 1 else None,
                 **({"log_config": None} if json_logs else {}))

@@ -137,8 +137,8 @@ def _fast_path(settings: Settings) -> Section:
         settings.channels_last == "auto" and cuda) else "off")
     section.add("torch.compile", settings.compile)
     section.add("torch threads", settings.torch_threads or
-                f"by model size (1 for one image of a small model, {usable_cores()} for "
-                "large models and batches)")
+                f"by model size (1 for a job on a small model, {usable_cores()} for "
+                "large models and batches of several jobs)")
     policy = batch_policy(settings) if settings.executor == "local" else None
     section.add("batching", f"up to {policy.max_images} images per call, waits "
                 f"{settings.batch_wait_ms:g} ms while busy" if policy else "off")

@@ -61,13 +61,43 @@ class RecoveryReport:
     missing_blobs: dict[str, list[str]] = field(default_factory=dict)  # record -> blobs
 
 
+# Set by ``bildwerk serve`` for its worker processes (BILDWERK_WORKERS > 1) once it has done
+# what they must not do at once on one data dir: see prepare_for_workers.
+PREPARED_BY_PARENT = "BILDWERK_SERVE_PREPARED_BY_PARENT"
+
+
+def prepare_for_workers(settings: Settings) -> None:
+    """Before ``bildwerk serve`` starts several server processes on one data dir: migrate
+    the database, install the embedded model and sweep the temp files once, here. Done by
+    each process at once they would race (two migrations, two installs), and one's sweep
+    would delete the files another is writing."""
+    from app.persistence.database import Database
+    from app.persistence.integrity import check_database
+    from app.pipelines.embedded import ensure_embedded_model
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    check_database(settings)
+    db = Database(settings.resolved_database_url)
+    try:
+        db.migrate()
+    finally:
+        db.dispose()
+    ensure_embedded_model(settings.embedded_dir / settings.embedded_model_id)
+    removed = _sweep_temp(settings)
+    if removed:
+        log.info("removed %d temp file(s) left by an earlier process", removed)
+    os.environ[PREPARED_BY_PARENT] = "1"  # the worker processes inherit it
+
+
 def recover_after_restart(settings: Settings, records: RecordRepository,
                           blobs: BlobStore | None = None) -> RecoveryReport:
     """Clean up after a process that did not stop gracefully (``kill -9``, power loss).
     Cheap: only temp-file patterns and the records left queued/running are looked at.
     ``blobs``: the configured store (a folder or a bucket); default: the folder
-    ``<data_dir>/blobs``."""
-    report = RecoveryReport(temp_files_removed=_sweep_temp(settings))
+    ``<data_dir>/blobs``. A worker process of ``bildwerk serve`` leaves the temp files to
+    its parent, which swept them before starting it (:func:`prepare_for_workers`)."""
+    swept = 0 if os.environ.get(PREPARED_BY_PARENT) else _sweep_temp(settings)
+    report = RecoveryReport(temp_files_removed=swept)
     root = local_blobs_root(settings)
 
     def stored(sha: str) -> bool:

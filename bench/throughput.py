@@ -134,7 +134,7 @@ def clients_part(args, base: str, clients: int) -> dict:
 
 def server_part(args, models_dir: Path, data_dir: Path, env: dict) -> list[dict]:
     # The server chooses its threads per call (BILDWERK_TORCH_THREADS unset): one for a
-    # single image of a small model, as the raw side; the cores for a batch. All clients
+    # job alone on a small model, as the raw side; the cores for a batch. All clients
     # are one loopback caller, so the per-caller job limit is lifted.
     proc, base = start_server(models_dir, data_dir, "bench-model", args.threads,
                               args.device, env={"BILDWERK_TORCH_THREADS": "",

@@ -210,6 +210,7 @@ class JobQueue:
             self._waiting -= 1
             self._held -= 1
             self._uncount(slot.owner)
+            self._ready.notify_all()  # a batch waiting for the job it held can stop
 
     def submit(self, job: Job, slot: Slot | None = None) -> None:
         """Queue ``job`` in ``slot`` (held by :meth:`reserve` for ``job.owner``), or in a
@@ -316,7 +317,7 @@ class JobQueue:
                         images += ticket.images
                         pixels += ticket.images * ticket.pixels
                         last_arrival = time.monotonic()
-                if images >= policy.max_images:
+                if images >= policy.max_images or self._closed:
                     break
                 until = cap if self._held else min(cap, last_arrival + wait)
                 left = until - time.monotonic()
@@ -348,18 +349,27 @@ class JobQueue:
             metrics.job_running(+1)
         log.info("batch of %d jobs started (%s): %s", len(jobs), jobs[0].endpoint,
                  ", ".join(job.id for job in jobs))
+        fatal: BaseException | None = None
         try:
             try:
                 outcomes = self.run_batch(jobs)
-            except Exception as exc:  # the worker must survive anything a batch does
-                log.exception("batch crashed")
+                if len(outcomes) != len(jobs):
+                    raise RuntimeError(f"a batch of {len(jobs)} jobs gave {len(outcomes)} "
+                                       "outcomes")
+            except BaseException as exc:  # the worker survives anything a batch does
+                log.error("batch crashed", exc_info=exc)
                 outcomes = [exc] * len(jobs)
             for job, outcome in zip(jobs, outcomes, strict=True):
-                settle(job, outcome)
+                try:
+                    settle(job, outcome)  # a no-op for a job that already ended
+                except BaseException as exc:  # KeyboardInterrupt, SystemExit: after all
+                    fatal = exc
         finally:
             metrics.job_running(-len(jobs))
             log.info("batch finished: %s", ", ".join(job.status for job in jobs))
             self._done_running(jobs)
+        if fatal is not None:
+            raise fatal
 
     def _done_running(self, jobs: list[Job]) -> None:
         with self._lock:

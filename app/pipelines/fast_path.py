@@ -62,9 +62,9 @@ class FastPath:
                        settings.taesd_previews == "auto" and cuda))
 
     def use_threads(self, model_bytes: int, runtime, images: int = 1) -> int:
-        """Set the torch threads for a pipeline call of ``images`` images on a model of
-        ``model_bytes`` (CPU only; the device worker runs one call at a time, so the
-        process-wide setting is its own)."""
+        """Set the torch threads for a pipeline call on a model of ``model_bytes``: a job
+        alone, or a batch of several jobs with ``images`` images (CPU only; the device
+        worker runs one call at a time, so the process-wide setting is its own)."""
         if runtime.device.type != "cpu":
             return torch.get_num_threads()
         threads = self.torch_threads or choose_threads(model_bytes, usable_cores(),
@@ -125,9 +125,9 @@ class FastPath:
 
 def choose_threads(model_bytes: int, cores: int, workers: int = 1, images: int = 1) -> int:
     """torch threads for one worker's pipeline call: all of its share of the cores for large
-    models, and for a call of several images (a batch, or ``num_images`` > 1); one for a
-    single image on a small model, whose steps are too short to split well (bench figures
-    in docs/performance.md). Never more than ``cores // workers``."""
+    models, and for a batch of several jobs (``images``: its images); one for a job alone on
+    a small model, whose steps are too short to split well (bench figures in
+    docs/performance.md). Never more than ``cores // workers``."""
     share = max(1, cores // max(1, workers))
     if model_bytes and model_bytes < SMALL_MODEL_BYTES and images <= 1:
         return 1

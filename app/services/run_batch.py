@@ -22,7 +22,14 @@ from app.pipelines.progress import BatchMember, BatchReporter
 from app.pipelines.txt2img import Txt2ImgPipeline
 from app.providers.registry import LOCAL
 from app.services.run_generation import completed
-from app.services.runner import PlanRunner, RunContext, classify, model_session
+from app.services.runner import (
+    Finished,
+    PlanRunner,
+    RunContext,
+    classify,
+    is_oom,
+    model_session,
+)
 
 log = logging.getLogger("bildwerk.jobs")
 
@@ -33,24 +40,33 @@ class BatchRun:
 
     def run(self, items: list) -> list:
         """``items``: ``(plan, job, accepted_at)`` of started jobs with one batch key.
-        Returns per job, in order, its result or the error it ended with."""
+        Returns per job, in order, its result or the error it ended with; every job's
+        record is ended whatever happens (one job's failure is its own)."""
         runner = self.runner
-        ctxs = [runner.begin(job, accepted_at) for _plan, job, accepted_at in items]
         outcomes: list = [None] * len(items)
+        ctxs: list[RunContext | None] = [None] * len(items)
         members, row = [], 0
-        for plan, job, _accepted in items:
+        for index, (plan, job, accepted_at) in enumerate(items):
             images = len(plan.work.args.seeds)
             members.append(BatchMember(job.reporter(), row, row + images))
             row += images
+            try:
+                ctxs[index] = runner.begin(job, accepted_at)
+            except Exception as exc:  # its record cannot be written: it ends here
+                log.exception("job %s could not start", job.id)
+                members[index].live = False
+                outcomes[index] = exc
+                settle(job, exc)
 
         def drop(index: int, exc) -> None:  # cancelled or out of time: ends now
             plan, job, _accepted = items[index]
-            outcomes[index] = runner.fail(plan, ctxs[index], *classify(job, exc))
+            outcomes[index] = self._failed(plan, ctxs[index], classify(job, exc),
+                                           free=False)  # the batch still runs
             settle(job, outcomes[index])
 
         reporter = BatchReporter(members, drop)
         work = items[0][0].work
-        failed = None
+        failed = oom = False
         t0 = time.perf_counter()
         try:
             with torch.inference_mode(), model_session(
@@ -61,46 +77,63 @@ class BatchRun:
                     [plan.work.args for plan, _job, _accepted in items], reporter)
             t2 = time.perf_counter()
         except Exception as exc:
-            failed = repr(exc) if outcomes.count(None) else None  # some job still waits
+            failed = None in outcomes  # some job still waits for its images
+            oom = is_oom(exc) or isinstance(exc, torch.cuda.OutOfMemoryError)
+            if failed:
+                log.warning("a batch of %d jobs failed (%r); running each alone", len(items),
+                            exc)
         else:
-            reporter.stage_changed("saving", reporter.total)
-            for index, (plan, _job, _accepted) in enumerate(items):
-                if not members[index].live:
-                    continue
-                ctx = ctxs[index]
-                ctx.timings.update(load_s=round(t1 - t0, 4), inference_s=round(t2 - t1, 4),
-                                   batch_images=row)
-                outcomes[index] = self._stored(plan, ctx, outputs[index], t2 - t0)
-            return outcomes
-        # Out of the except block, so the traceback no longer pins the batch's activations.
-        if failed is not None:
-            log.warning("a batch of %d jobs failed (%s); running each alone", len(items),
-                        failed)
-            free_memory(runner.registry.runtime)
+            for member in reporter.live:
+                member.reporter.stage_changed("saving", member.reporter.total)
             for index, (plan, _job, _accepted) in enumerate(items):
                 if outcomes[index] is None:
-                    outcomes[index] = self._alone(plan, ctxs[index])
+                    ctx = ctxs[index]
+                    ctx.timings.update(load_s=round(t1 - t0, 4),
+                                       inference_s=round(t2 - t1, 4), batch_images=row)
+                    outcomes[index] = self._outcome(plan, ctx, self._store(
+                        plan, ctx, outputs[index], t2 - t0))
+            return outcomes
+        # Out of the except block, so the traceback no longer pins the batch's activations.
+        if failed:
+            if oom:
+                runner.registry.after_oom(keep=work.entry.id)
+            free_memory(runner.registry.runtime)
+            for index, (plan, job, _accepted) in enumerate(items):
+                if outcomes[index] is None:  # alone, with the whole time limit again
+                    job.start_clock(runner.settings.job_timeout_s)
+                    outcomes[index] = self._outcome(plan, ctxs[index], self._alone(
+                        plan, ctxs[index]))
         return outcomes
 
-    def _stored(self, plan, ctx: RunContext, output, seconds: float):
-        started = time.perf_counter()
-        try:
+    def _store(self, plan, ctx: RunContext, output, seconds: float):
+        def store() -> Finished:
+            started = time.perf_counter()
             done = self.runner.generation.store(ctx, plan.work, plan.work.entry.id, output)
             ctx.lap("save_s", started)
-            done = completed(plan.work, done, LOCAL, [], seconds)
-        except Exception as exc:
-            ended = classify(ctx.job, exc)
-        else:
-            return self.runner.succeed(plan, ctx, done)
-        return self.runner.fail(plan, ctx, *ended)
+            return completed(plan.work, done, LOCAL, [], seconds)
+
+        return store
 
     def _alone(self, plan, ctx: RunContext):
         """The job's plan run by itself, as the worker would have run it."""
-        try:
+        def alone() -> Finished:
             with torch.inference_mode():
-                done = self.runner.generation.run(ctx, plan.work)
+                return self.runner.generation.run(ctx, plan.work)
+
+        return alone
+
+    def _outcome(self, plan, ctx: RunContext, work):
+        """Run ``work`` (it makes the job's :class:`Finished`) and record how the job
+        ended; the job's result, or its error. Never raises."""
+        try:
+            return self.runner.succeed(plan, ctx, work())
         except Exception as exc:
             ended = classify(ctx.job, exc)
-        else:
-            return self.runner.succeed(plan, ctx, done)
-        return self.runner.fail(plan, ctx, *ended)
+        return self._failed(plan, ctx, ended)
+
+    def _failed(self, plan, ctx: RunContext, ended: tuple, free: bool = True):
+        try:
+            return self.runner.fail(plan, ctx, *ended, free=free)
+        except Exception as exc:  # not even its record could be written
+            log.exception("job %s: its ending could not be recorded", ctx.job.id)
+            return exc

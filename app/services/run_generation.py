@@ -57,8 +57,8 @@ class GenerationRun:
     def _local(self, ctx: RunContext, work: GenerationWork) -> Finished:
         reporter = ctx.job.reporter()
         t0 = time.perf_counter()
-        with model_session(self.registry, self.loras, work.entry, work.choice, reporter,
-                           images=len(work.args.seeds)) as (loaded, vae):
+        with model_session(self.registry, self.loras, work.entry, work.choice,
+                           reporter) as (loaded, vae):
             t1 = ctx.lap("load_s", t0)
             pipeline = (InpaintPipeline if isinstance(work.args, InpaintInput) else
                         Img2ImgPipeline if isinstance(work.args, Img2ImgInput) else

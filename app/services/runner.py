@@ -88,11 +88,11 @@ def build_result(endpoint: str, fields: dict, status: str,
 def model_session(registry: ModelRegistry, loras: LoraCatalog, entry: ModelEntry,
                   choice: Choice, reporter,
                   images: int = 1) -> Iterator[tuple[LoadedModel, object]]:
-    """Load the model (within the memory budget), its request VAE and LoRAs, for pipeline
-    calls of ``images`` images; the LoRAs are removed again however the job ends."""
+    """Load the model (within the memory budget), its request VAE and LoRAs; the LoRAs
+    are removed again however the job ends. ``images``: of a batch of several jobs (its
+    threads; a job alone runs with the threads it always had, for the same bytes)."""
     reporter.stage_changed("loading_model")
     loaded = registry.load(entry.id)
-    # torch threads by the model's size and the images per call
     registry.fast_path.use_threads(entry.load_bytes, registry.runtime, images)
     vae = None
     if choice.vae is not None:
@@ -169,15 +169,17 @@ class PlanRunner:
                             usage=done.usage)
         return build_result(plan.endpoint, done.fields, "succeeded", ctx.timings)
 
-    def fail(self, plan: JobPlan, ctx: RunContext, status: str,
-             error: BildwerkError) -> BildwerkError:
+    def fail(self, plan: JobPlan, ctx: RunContext, status: str, error: BildwerkError,
+             free: bool = True) -> BildwerkError:
         """Record how the job ended (``status``, ``error``, the partial outputs if any),
-        free what the failure left, and return the error to raise (``partial`` set)."""
+        free what the failure left (unless ``free`` is False: a job leaving a batch that
+        still runs), and return the error to raise (``partial`` set)."""
         metrics.job_ended(plan, status, time.perf_counter() - ctx.started)
         if isinstance(error, OutOfMemory):
             self.registry.after_oom()  # drop other models and VAEs, give the cache back
             self.upscaler_models.clear()
-        free_memory(self.registry.runtime)
+        if free:
+            free_memory(self.registry.runtime)
         partial: Finished | None = getattr(error, "partial", None)
         ctx.timings["total_s"] = round(time.perf_counter() - ctx.accepted_at, 4)
         self.records.finish(ctx.job.record_id, status=status,

@@ -130,3 +130,27 @@ def test_a_batch_waits_briefly_for_more_only_after_a_batch(make_client):
     body = client.post("/txt2img", json={**BASE, "prompt": "alone", "seed": 1}).json()
     assert "batch_images" not in body["timings"]
     assert body["timings"]["queued_s"] < 2.5  # it did not sit out the 3 s wait
+
+
+@SQLITE_ONLY
+def test_a_batch_that_runs_out_of_memory_runs_each_job_alone(make_client, monkeypatch):
+    from app.pipelines.txt2img import Txt2ImgPipeline
+
+    together, calls = Txt2ImgPipeline.together, []
+
+    def no_room_for_two(self, requests, reporter):
+        calls.append(len(requests))
+        if len(requests) > 1:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
+        return together(self, requests, reporter)
+
+    monkeypatch.setattr(Txt2ImgPipeline, "together", no_room_for_two)
+    client = make_client(max_steps=1000)
+    bodies = [{**BASE, "prompt": f"boat {i}", "seed": i} for i in range(3)]
+    for job_id, body in zip(queued_together(client, bodies), bodies, strict=True):
+        status = wait_for_job(client, job_id)
+        assert status["status"] == "succeeded", status
+        assert "batch_images" not in status["result"]["timings"]  # it ran alone
+        alone = client.post("/txt2img", json={**body, "batch": False}).json()
+        assert status["result"]["images"][0]["sha256"] == alone["images"][0]["sha256"]
+    assert 3 in calls  # the three were tried as one batch first

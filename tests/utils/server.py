@@ -85,9 +85,12 @@ class Server:
         return out.decode(errors="replace")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        """Kill the server's whole process group, its own workers too even when it died
+        first."""
+        if self.proc is not None:
             self._kill()
-            self.proc.communicate(timeout=30)
+            if self.proc.returncode is None:
+                self.proc.communicate(timeout=30)
 
     def _kill(self) -> None:
         """SIGKILL the server and every process of its group (uvicorn's workers)."""
