@@ -231,6 +231,11 @@ def generate(
                                          "connection, per request.")] = 8,
     progress: Annotated[bool, typer.Option("--progress/--no-progress",
                                            help="Show a progress bar.")] = True,
+    exact: Annotated[bool, typer.Option(
+        "--exact/--no-exact", help="Ask the server to run each item alone (\"batch\": "
+        "false), so an item and its seed give the same bytes on every run, a resumed one "
+        "included. --no-exact lets it batch compatible items: faster under load, images "
+        "equal within rounding (docs/performance.md).")] = True,
 ) -> None:
     """Generate images for one prompt or a file of prompts on a running server (POST
     /txt2img), a few at a time, into one folder with info.json and info.md. Exit status:
@@ -250,7 +255,7 @@ def generate(
                "loras": loras, "translate": translate, "expand_prompt": expand_prompt}
     code = run_generate(prompt, file, out, options, url=url, api_key=api_key,
                         concurrency=concurrency, retries=retries, progress=progress,
-                        echo=typer.echo)
+                        echo=typer.echo, exact=exact)
     raise typer.Exit(code)
 
 

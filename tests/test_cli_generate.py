@@ -195,9 +195,20 @@ def test_csv_columns_map_to_txt2img_fields_and_override_the_options(live, tmp_pa
                                  "seed": 8, "steps": 2, "width": 64, "height": 64}
     record = live.get(f"/records/{first['record_id']}").json()
     assert record["params"]["steps"] == 3 and record["scheduler"] == "euler"
+    assert record["params"]["batch"] is False  # --exact (the default): never batched
     assert [o["seed"] for o in record["outputs"]] == [7, 8]
     assert [i["file"] for i in first["images"]] == ["0001-a-red-circle-1.png",
                                                     "0001-a-red-circle-2.png"]
+
+
+def test_no_exact_lets_the_server_batch_the_items(live, tmp_path):
+    out = tmp_path / "shared"
+    result = generate(live, "a grey cat", "--out", str(out), "--no-exact", *FAST)
+    assert result.exit_code == 0, result.output
+    (item,) = info(out)["items"]
+    assert "batch" not in item["request"]  # not part of the item (its resume key)
+    record = live.get(f"/records/{item['record_id']}").json()
+    assert "batch" not in record["params"]  # the server's default: may batch
 
 
 def test_an_interrupted_batch_resumes_without_redoing_finished_images(live, tmp_path):

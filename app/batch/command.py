@@ -30,7 +30,8 @@ def default_out(prompt: str | None, file: Path | None) -> Path:
 
 def generate(prompt: str | None, file: Path | None, out: Path | None, options: dict, *,
              url: str, api_key: str | None, concurrency: int = 2, retries: int = 8,
-             progress: bool = True, echo: Callable[..., None] = print) -> int:
+             progress: bool = True, echo: Callable[..., None] = print,
+             exact: bool = True) -> int:
     """Run the batch; returns the exit status. ``echo(text, err=bool)`` prints."""
     options = {k: v for k, v in options.items() if v is not None and v != []}
     try:
@@ -50,7 +51,7 @@ def generate(prompt: str | None, file: Path | None, out: Path | None, options: d
         echo(f"warning: {warning}", err=True)
     try:
         summary = asyncio.run(_run(items, report, url, api_key, concurrency, retries,
-                                   progress, echo))
+                                   progress, echo, exact))
     except Fatal as exc:
         echo(f"error: {exc}", err=True)
         return ERROR
@@ -80,9 +81,9 @@ def _items(prompt: str | None, file: Path | None, options: dict,
 
 async def _run(items: list[BatchItem], report: BatchReport, url: str, api_key: str | None,
                concurrency: int, retries: int, progress: bool,
-               echo: Callable[..., None]) -> BatchSummary:
+               echo: Callable[..., None], exact: bool = True) -> BatchSummary:
     _cancel_on_sigterm()
-    client = BatchClient(url, api_key, retries=retries)
+    client = BatchClient(url, api_key, retries=retries, exact=exact)
     try:
         return await run_batch(items, report, client, concurrency=concurrency,
                                progress=progress)

@@ -95,13 +95,19 @@ class BatchClient:
         timeout (`float`, *optional*, defaults to 60): seconds per HTTP request (a job is
             followed with many short requests, so this never bounds a job).
         transport (`httpx.AsyncBaseTransport`, *optional*): for tests.
+        exact (`bool`, *optional*, defaults to True): ask the server to run each job alone
+            (``"batch": false``), so an item and its seed give the same bytes on every
+            run, a resumed one included; False lets it batch compatible jobs (faster under
+            load, images equal within rounding). Not part of an item's request (its key).
     """
 
     def __init__(self, url: str, api_key: str | None = None, *, retries: int = 8,
                  timeout: float = 60.0, poll_max_s: float = 1.0,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 exact: bool = True) -> None:
         self.url = url.rstrip("/")
         self.retries = retries
+        self.exact = exact
         self.poll_max_s = poll_max_s
         headers = {"User-Agent": "bildwerk-generate"}
         if api_key:
@@ -157,7 +163,8 @@ class BatchClient:
 
     async def generate(self, request: dict) -> dict:
         """Run one txt2img job to its end; its result (``GenerationResult`` as JSON)."""
-        accepted = (await self._request("POST", "/txt2img", json=request,
+        body = {**request, "batch": False} if self.exact else request
+        accepted = (await self._request("POST", "/txt2img", json=body,
                                         headers={"Prefer": "respond-async"})).json()
         job_id = accepted["job_id"]
         try:
