@@ -255,8 +255,10 @@ def test_concurrent_requests_match_the_same_requests_run_alone(client):
     bodies = [{**FAST, "seed": s, "model": m} for s, m in
               ((1, "tiny-sd15"), (2, "tiny-single"), (3, "tiny-sd15"), (4, "bildwerk-tiny"))]
     alone = [client.post("/txt2img", json=b).json()["images"][0]["sha256"] for b in bodies]
+    # "batch": false: two of them would otherwise share one call, equal only within
+    # rounding (tests/routers/test_batching.py); this test is about isolation, bytewise.
     with ThreadPoolExecutor(4) as pool:
-        jobs = list(pool.map(lambda b: client.post("/txt2img", json=b, headers=ASYNC
-                                                   ).json()["job_id"], bodies))
+        jobs = list(pool.map(lambda b: client.post("/txt2img", json={**b, "batch": False},
+                                                   headers=ASYNC).json()["job_id"], bodies))
     together = [wait_for_job(client, j)["result"]["images"][0]["sha256"] for j in jobs]
     assert together == alone
