@@ -19,6 +19,16 @@ ProgressFn = Callable[[str, int, int], None]
 PreviewFn = Callable[["Image.Image", int, int], None]  # (preview, step, total)
 
 
+def stop_pipe_on_error(pipe, check: Callable[[], None]) -> None:
+    """Run ``check`` (cancel, time limit); when it raises, set the pipeline's own interrupt
+    flag first, so the denoising loop ends and the VAE decode is skipped."""
+    try:
+        check()
+    except BildwerkError:
+        pipe._interrupt = True
+        raise
+
+
 @dataclass
 class StepReporter:
     """Reports ``(stage, step, total)`` and stops the pipeline when cancelled or out of
@@ -50,11 +60,7 @@ class StepReporter:
         self.check_deadline()
 
     def on_step_end(self, pipe, step: int, _timestep, callback_kwargs: dict) -> dict:
-        try:
-            self.check_cancelled()
-        except BildwerkError:
-            pipe._interrupt = True
-            raise
+        stop_pipe_on_error(pipe, self.check_cancelled)
         self.after_step(pipe, step, callback_kwargs.get("latents"))
         return callback_kwargs
 
@@ -130,11 +136,7 @@ class BatchReporter:
             raise JobCancelled("every job of the batch was cancelled")
 
     def on_step_end(self, pipe, step: int, _timestep, callback_kwargs: dict) -> dict:
-        try:
-            self.check_cancelled()
-        except BildwerkError:
-            pipe._interrupt = True
-            raise
+        stop_pipe_on_error(pipe, self.check_cancelled)
         latents = callback_kwargs.get("latents")
         for member in self.live:
             rows = latents[member.start:member.end] if latents is not None else None
